@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Sluice",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sluice", targets: ["sluice"]),
+        .library(name: "SluiceCore", targets: ["SluiceCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // libcrypto (OpenSSL EVP) behind a handful of C functions with explicit lengths.
+        .target(
+            name: "CSluiceCrypto",
+            linkerSettings: [.linkedLibrary("crypto")]
+        ),
+        // libmnl + libnetfilter_queue: netlink message building and parsing only.
+        .target(
+            name: "CSluiceNetfilter",
+            linkerSettings: [.linkedLibrary("mnl"), .linkedLibrary("netfilter_queue")]
+        ),
+        // The pure IPsec library: packets, ESP, SAD, SPD, anti-replay. No syscalls, no root.
+        .target(name: "SluiceCore", dependencies: ["CSluiceCrypto"]),
+        // Config file reader (a TOML subset that keeps line numbers for errors).
+        .target(name: "SluiceConfig", dependencies: ["SluiceCore"]),
+        // NFQUEUE workers, nftables redirector, sequence state, control socket.
+        .target(
+            name: "SluiceDataPlane",
+            dependencies: [
+                "SluiceCore", "SluiceConfig", "CSluiceNetfilter",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "sluice",
+            dependencies: [
+                "SluiceCore", "SluiceConfig", "SluiceDataPlane",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
+        .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceCore"]),
+        .testTarget(name: "SluiceDataPlaneTests", dependencies: ["SluiceDataPlane", "SluiceConfig", "SluiceCore"]),
+    ]
+)

@@ -1,0 +1,83 @@
+// A narrow C seam over the netlink side of NFQUEUE (libmnl + libnetfilter_queue).
+// It builds and parses netlink messages in caller-owned buffers with explicit
+// capacities, and wraps the few socket calls whose types Swift cannot see
+// (recvmmsg needs _GNU_SOURCE). All policy lives in Swift.
+#ifndef SLUICE_NETFILTER_H
+#define SLUICE_NETFILTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    SLUICE_NF_DROP = 0,
+    SLUICE_NF_ACCEPT = 1,
+};
+
+enum {
+    SLUICE_NFQ_CMD_BIND = 1,
+    SLUICE_NFQ_CMD_UNBIND = 2,
+};
+
+enum {
+    SLUICE_NFQ_FLAG_FAIL_OPEN = 1 << 0,
+    SLUICE_NFQ_FLAG_CONNTRACK = 1 << 1,
+    SLUICE_NFQ_FLAG_GSO = 1 << 2,
+};
+
+/// One message the kernel sent on a queue socket.
+typedef struct {
+    int kind;               // 1 = packet, 2 = netlink error/ack, 0 = other (ignored)
+    int error;              // for kind 2: the (positive) errno the kernel reported, 0 for an ack
+    uint32_t packet_id;
+    uint16_t hw_protocol;   // ETH_P_IP / ETH_P_IPV6, host order
+    uint8_t hook;
+    uint8_t has_mark;
+    uint32_t mark;
+    uint32_t payload_offset; // offset of the packet bytes inside the receive buffer
+    uint32_t payload_len;
+    uint32_t cap_len;        // original length when the kernel truncated the copy, else 0
+} sluice_nfq_message;
+
+/// Opens an AF_NETLINK/NETLINK_NETFILTER socket with the given receive buffer size
+/// (SO_RCVBUFFORCE, falling back to SO_RCVBUF) and NETLINK_NO_ENOBUFS off so that
+/// overruns are reported and counted. Returns the fd or -errno. *portid gets our id.
+int sluice_nfq_socket_open(int rcvbuf_bytes, uint32_t *portid);
+
+/// Sets SO_RCVTIMEO so a blocked receive returns EAGAIN now and then (shutdown checks).
+int sluice_socket_set_rcvtimeo(int fd, int milliseconds);
+
+/// Builds a config command (bind/unbind) message. Returns its length or -1 if cap is short.
+int sluice_nfq_build_cmd(void *buf, size_t cap, uint16_t queue, uint8_t cmd, uint32_t seq);
+
+/// Builds a config message with copy mode "packet" + range, queue max length and flags.
+int sluice_nfq_build_params(void *buf, size_t cap, uint16_t queue, uint32_t copy_range,
+                            uint32_t queue_maxlen, uint32_t flags, uint32_t seq);
+
+/// Parses every netlink message in one datagram. Returns how many were written to out
+/// (at most max), or -1 if the datagram is malformed.
+int sluice_nfq_parse(const void *buf, size_t len, sluice_nfq_message *out, int max);
+
+/// Appends one verdict message (optionally with a mark and a replacement payload).
+/// Returns the bytes written, or -1 if it does not fit in cap.
+int sluice_nfq_put_verdict(void *buf, size_t cap, uint16_t queue, uint32_t packet_id,
+                           uint32_t verdict, int set_mark, uint32_t mark,
+                           const void *payload, size_t payload_len);
+
+/// recvmmsg over `count` buffers of `buf_len` bytes laid out back to back in `bufs`.
+/// lens[i] gets each datagram's length, truncated[i] is 1 when MSG_TRUNC was set.
+/// Blocks for the first datagram unless dont_wait. Returns the count or -errno.
+int sluice_recv_batch(int fd, void *bufs, size_t buf_len, int count,
+                      uint32_t *lens, uint8_t *truncated, int dont_wait);
+
+/// send() returning -errno on failure.
+ssize_t sluice_send(int fd, const void *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

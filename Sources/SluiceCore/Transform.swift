@@ -1,0 +1,221 @@
+import CSluiceCrypto
+
+/// The crypto one SA needs, for one worker lane. Implementations are not thread-safe;
+/// each worker owns its lane (see `SecurityAssociation.lanes`).
+public protocol ESPTransform: AnyObject {
+    /// Encrypts `data` in place and writes the ICV to `icv` (exactly `proposal.icvLength`).
+    /// `iv` is the explicit IV in the packet (for CBC the caller fills it randomly).
+    /// `authenticated` covers SPI .. end of ciphertext (for HMAC, after encryption).
+    func seal(esp: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
+              seqHigh: UInt32?) throws(DropReason)
+    /// Verifies and decrypts in place. Throws `.icvMismatch` when authentication fails.
+    func open(esp: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
+              seqHigh: UInt32?) throws(DropReason)
+}
+
+/// Key material that wipes itself and never prints.
+public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, CustomDebugStringConvertible, Equatable {
+    public private(set) var bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    deinit { wipe() }
+    public func wipe() {
+        let n = bytes.count
+        if n > 0 { bytes.withUnsafeMutableBytes { sluice_wipe($0.baseAddress, n) } }
+    }
+    public var count: Int { bytes.count }
+    public var description: String { "<\(bytes.count) bytes redacted>" }
+    public var debugDescription: String { description }
+    public static func == (a: SecretBytes, b: SecretBytes) -> Bool {
+        a.bytes.count == b.bytes.count && a.bytes.withUnsafeBytes { pa in
+            b.bytes.withUnsafeBytes { pb in
+                pa.count == 0 || sluice_ct_equal(pa.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                 pb.baseAddress!.assumingMemoryBound(to: UInt8.self), pa.count) == 1
+            }
+        }
+    }
+}
+
+public enum TransformError: Error, CustomStringConvertible {
+    case keyLength(expected: Int, got: Int)
+    case openSSL(String)
+    public var description: String {
+        switch self {
+        case let .keyLength(e, g): return "keying material must be \(e) bytes, got \(g)"
+        case let .openSSL(what): return "OpenSSL could not set up \(what)"
+        }
+    }
+}
+
+/// ESP with OpenSSL libcrypto. Layout of the `esp` buffer handed in:
+/// `SPI(4) | seq(4) | IV | payload+trailer (payloadLength) | ICV(16)`.
+public final class OpenSSLTransform: ESPTransform {
+    let proposal: Proposal
+    let cipher: OpaquePointer?
+    let hmac: OpaquePointer?
+    let salt: [UInt8]
+    var nonce = [UInt8](repeating: 0, count: 12)
+    var aad = [UInt8](repeating: 0, count: 12)
+    var mac = [UInt8](repeating: 0, count: 32)
+    var seqHighBytes = [UInt8](repeating: 0, count: 4)
+
+    public convenience init(proposal: Proposal, keyMaterial: SecretBytes) throws {
+        let km = keyMaterial.bytes
+        guard km.count == proposal.keyMaterialLength else {
+            throw TransformError.keyLength(expected: proposal.keyMaterialLength, got: km.count)
+        }
+        let ek = proposal.encryptionKeyLength
+        let kind: sluice_cipher_kind?
+        switch proposal {
+        case .aes128gcm16, .aes256gcm16: kind = SLUICE_CIPHER_AES_GCM
+        case .chacha20poly1305: kind = SLUICE_CIPHER_CHACHA20_POLY1305
+        case .aes128sha256, .aes256sha256: kind = SLUICE_CIPHER_AES_CBC
+        case .nullsha256: kind = nil
+        }
+        try self.init(proposal: proposal, cipherKind: kind, encryptionKey: km[0..<ek],
+                      saltOrIntegrityKey: km[ek...])
+    }
+
+    /// Lower-level form, also used by the vector tests (e.g. AES-192-GCM).
+    init(proposal: Proposal, cipherKind: sluice_cipher_kind?, encryptionKey: ArraySlice<UInt8>,
+         saltOrIntegrityKey rest: ArraySlice<UInt8>) throws {
+        self.proposal = proposal
+        let ek = Array(encryptionKey)
+        if let kind = cipherKind {
+            cipher = ek.withUnsafeBufferPointer { sluice_cipher_new(kind, $0.baseAddress, ek.count) }
+            if cipher == nil { throw TransformError.openSSL("the cipher") }
+        } else {
+            cipher = nil
+        }
+        if proposal.isAEAD {
+            guard rest.count == 4 else { throw TransformError.keyLength(expected: ek.count + 4, got: ek.count + rest.count) }
+            salt = Array(rest)
+            hmac = nil
+        } else {
+            salt = []
+            let ik = Array(rest)
+            hmac = ik.withUnsafeBufferPointer { sluice_hmac_sha256_new($0.baseAddress, ik.count) }
+            if hmac == nil { throw TransformError.openSSL("HMAC-SHA-256") }
+        }
+    }
+
+    deinit {
+        sluice_cipher_free(cipher)
+        sluice_hmac_free(hmac)
+    }
+
+    private func prepareAEAD(_ esp: UnsafeMutableRawBufferPointer, seqHigh: UInt32?) -> Int {
+        // nonce = salt(4) | explicit IV(8); AAD = SPI | [seq-high] | seq-low (RFC 4106 §5).
+        for i in 0..<4 { nonce[i] = salt[i] }
+        for i in 0..<8 { nonce[4 + i] = esp[8 + i] }
+        for i in 0..<4 { aad[i] = esp[i] }
+        if let hi = seqHigh {
+            aad[4] = UInt8(truncatingIfNeeded: hi >> 24); aad[5] = UInt8(truncatingIfNeeded: hi >> 16)
+            aad[6] = UInt8(truncatingIfNeeded: hi >> 8); aad[7] = UInt8(truncatingIfNeeded: hi)
+            for i in 0..<4 { aad[8 + i] = esp[4 + i] }
+            return 12
+        }
+        for i in 0..<4 { aad[4 + i] = esp[4 + i] }
+        return 8
+    }
+
+    private func computeHMAC(_ esp: UnsafeMutableRawBufferPointer, authLength: Int, seqHigh: UInt32?) throws(DropReason) {
+        var hiLen = 0
+        if let hi = seqHigh {
+            seqHighBytes[0] = UInt8(truncatingIfNeeded: hi >> 24); seqHighBytes[1] = UInt8(truncatingIfNeeded: hi >> 16)
+            seqHighBytes[2] = UInt8(truncatingIfNeeded: hi >> 8); seqHighBytes[3] = UInt8(truncatingIfNeeded: hi)
+            hiLen = 4 // RFC 4303 §2.2.1: seq-high is authenticated but not sent
+        }
+        let ok = seqHighBytes.withUnsafeBufferPointer { hb in
+            mac.withUnsafeMutableBufferPointer { m in
+                sluice_hmac_sha256(hmac, esp.baseAddress!.assumingMemoryBound(to: UInt8.self), authLength,
+                                   hb.baseAddress, hiLen, m.baseAddress)
+            }
+        }
+        guard ok == 1 else { throw .cryptoError }
+    }
+
+    public func seal(esp: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
+                     seqHigh: UInt32?) throws(DropReason) {
+        let icvOffset = payloadOffset + payloadLength
+        guard esp.count >= icvOffset + 16 else { throw .truncated }
+        let base = esp.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        if proposal.isAEAD {
+            let aadLen = prepareAEAD(esp, seqHigh: seqHigh)
+            let ok = nonce.withUnsafeBufferPointer { n in
+                aad.withUnsafeBufferPointer { a in
+                    sluice_aead_seal(cipher, n.baseAddress, a.baseAddress, aadLen,
+                                     base + payloadOffset, payloadLength, base + icvOffset)
+                }
+            }
+            guard ok == 1 else { throw .cryptoError }
+            return
+        }
+        if cipher != nil {
+            guard sluice_cbc_crypt(cipher, 1, base + 8, base + payloadOffset, payloadLength) == 1 else { throw .cryptoError }
+        }
+        try computeHMAC(esp, authLength: icvOffset, seqHigh: seqHigh)
+        for i in 0..<16 { esp[icvOffset + i] = mac[i] }
+    }
+
+    public func open(esp: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
+                     seqHigh: UInt32?) throws(DropReason) {
+        let icvOffset = payloadOffset + payloadLength
+        guard esp.count >= icvOffset + 16 else { throw .truncated }
+        let base = esp.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        if proposal.isAEAD {
+            let aadLen = prepareAEAD(esp, seqHigh: seqHigh)
+            let r = nonce.withUnsafeBufferPointer { n in
+                aad.withUnsafeBufferPointer { a in
+                    sluice_aead_open(cipher, n.baseAddress, a.baseAddress, aadLen,
+                                     base + payloadOffset, payloadLength, base + icvOffset)
+                }
+            }
+            if r == 0 { throw .icvMismatch }
+            guard r == 1 else { throw .cryptoError }
+            return
+        }
+        // Authenticate before decrypting (RFC 4303 §3.4.4.1).
+        try computeHMAC(esp, authLength: icvOffset, seqHigh: seqHigh)
+        let equal = mac.withUnsafeBufferPointer { sluice_ct_equal($0.baseAddress, base + icvOffset, 16) }
+        guard equal == 1 else { throw .icvMismatch }
+        if cipher != nil {
+            guard sluice_cbc_crypt(cipher, 0, base + 8, base + payloadOffset, payloadLength) == 1 else { throw .cryptoError }
+        }
+    }
+}
+
+public enum SecureRandom {
+    public static func fill(_ p: UnsafeMutableRawBufferPointer) throws(DropReason) {
+        guard p.count == 0 || sluice_random_bytes(p.baseAddress!.assumingMemoryBound(to: UInt8.self), p.count) == 1 else {
+            throw .cryptoError
+        }
+    }
+    public static func bytes(_ n: Int) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: n)
+        b.withUnsafeMutableBytes { _ = sluice_random_bytes($0.baseAddress!.assumingMemoryBound(to: UInt8.self), n) }
+        return b
+    }
+}
+
+/// Raw primitives, for the published-vector tests only.
+enum CryptoPrimitives {
+    static func aesCBC(key: [UInt8], iv: [UInt8], data: [UInt8], encrypt: Bool) -> [UInt8]? {
+        guard iv.count == 16, let c = key.withUnsafeBufferPointer({ sluice_cipher_new(SLUICE_CIPHER_AES_CBC, $0.baseAddress, key.count) }) else { return nil }
+        defer { sluice_cipher_free(c) }
+        var out = data
+        let ok = out.withUnsafeMutableBufferPointer { o in
+            iv.withUnsafeBufferPointer { sluice_cbc_crypt(c, encrypt ? 1 : 0, $0.baseAddress, o.baseAddress, o.count) }
+        }
+        return ok == 1 ? out : nil
+    }
+
+    static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8]? {
+        guard let h = key.withUnsafeBufferPointer({ sluice_hmac_sha256_new($0.baseAddress, key.count) }) else { return nil }
+        defer { sluice_hmac_free(h) }
+        var out = [UInt8](repeating: 0, count: 32)
+        let ok = data.withUnsafeBufferPointer { d in
+            out.withUnsafeMutableBufferPointer { sluice_hmac_sha256(h, d.baseAddress, d.count, nil, 0, $0.baseAddress) }
+        }
+        return ok == 1 ? out : nil
+    }
+}
