@@ -23,6 +23,10 @@ int sluice_nfq_socket_open(int rcvbuf_bytes, uint32_t *portid) {
     if (rcvbuf_bytes > 0) {
         if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf_bytes, sizeof(rcvbuf_bytes)) != 0)
             (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf_bytes, sizeof(rcvbuf_bytes));
+        // Verdicts for a whole batch (with payloads) go out in one send: room for them.
+        int sndbuf = 4 << 20;
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) != 0)
+            (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     }
     struct sockaddr_nl addr;
     memset(&addr, 0, sizeof(addr));
@@ -182,4 +186,17 @@ int sluice_recv_batch(int fd, void *bufs, size_t buf_len, int count, uint32_t *l
 ssize_t sluice_send(int fd, const void *buf, size_t len) {
     ssize_t n = send(fd, buf, len, 0);
     return n < 0 ? -errno : n;
+}
+
+int sluice_accept(int fd) {
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    return c < 0 ? -errno : c;
+}
+
+int sluice_peer_uid(int fd, uint32_t *uid) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -errno;
+    *uid = cred.uid;
+    return 0;
 }

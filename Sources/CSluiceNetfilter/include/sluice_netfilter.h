@@ -74,6 +74,12 @@ int sluice_nfq_put_verdict(void *buf, size_t cap, uint16_t queue, uint32_t packe
 int sluice_recv_batch(int fd, void *bufs, size_t buf_len, int count,
                       uint32_t *lens, uint8_t *truncated, int dont_wait);
 
+/// accept4 with SOCK_CLOEXEC; returns the fd or -errno.
+int sluice_accept(int fd);
+
+/// The uid of the process at the other end of a Unix socket (SO_PEERCRED). 0 or -errno.
+int sluice_peer_uid(int fd, uint32_t *uid);
+
 /// send() returning -errno on failure.
 ssize_t sluice_send(int fd, const void *buf, size_t len);
 

@@ -1,0 +1,152 @@
+import CSluiceNetfilter
+import Foundation
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The control socket: a Unix stream socket, mode 0600, answering one JSON request per
+/// connection with one JSON document. Requests: {"version":1,"command":"stats"|"ping"}.
+/// Only root (or the daemon's own user) is served; anything malformed gets an error
+/// object, never a crash. Runs on its own thread, so workers never wait for it.
+public final class ControlServer: @unchecked Sendable {
+    public static let protocolVersion = 1
+    let path: String
+    let fd: Int32
+    let logger: Logger
+    let handler: @Sendable (String) -> [String: Any]?
+    let running = Atomic<Bool>(true)
+
+    public init(path: String, logger: Logger, handler: @escaping @Sendable (String) -> [String: Any]?) throws {
+        self.path = path
+        self.logger = logger
+        self.handler = handler
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755]) }
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Errno(errno) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            throw ControlError("control_socket path is too long (max 107 bytes): \(path)")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in for (i, b) in bytes.enumerated() { p[i] = b } }
+        let old = umask(0o177) // the socket file is created 0600
+        let r = withUnsafePointer(to: &addr) { ap in
+            ap.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        umask(old)
+        guard r == 0, listen(fd, 16) == 0 else {
+            let e = Errno(errno)
+            close(fd)
+            throw ControlError("cannot listen on \(path): \(e)")
+        }
+    }
+
+    public func stop() {
+        running.store(false, ordering: .relaxed)
+    }
+
+    public func run() {
+        defer { close(fd); unlink(path) }
+        while running.load(ordering: .relaxed) {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let r = poll(&pfd, 1, 250)
+            if r <= 0 { continue }
+            let c = sluice_accept(fd)
+            if c < 0 { continue }
+            serve(c)
+            close(c)
+        }
+    }
+
+    func serve(_ c: Int32) {
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var uid: UInt32 = .max
+        guard sluice_peer_uid(c, &uid) == 0, uid == 0 || uid == geteuid() else {
+            reply(c, ["error": "permission denied: the control socket serves root only"])
+            return
+        }
+        // One request line, at most 4 KiB.
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var used = 0
+        while used < buf.count {
+            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress! + used, $0.count - used, 0) }
+            if n <= 0 { break }
+            used += n
+            if buf[0..<used].contains(10) { break }
+        }
+        guard used > 0 else { return }
+        guard used < buf.count || buf.contains(10) else { reply(c, ["error": "request too long (max 4096 bytes)"]); return }
+        let line = String(decoding: buf[0..<used].prefix { $0 != 10 }, as: UTF8.self)
+        reply(c, handle(line))
+    }
+
+    func handle(_ line: String) -> [String: Any] {
+        guard let data = line.data(using: .utf8),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            return ["error": "malformed request: expected one JSON object like {\"version\":1,\"command\":\"stats\"}"]
+        }
+        guard let v = obj["version"] as? Int, v == ControlServer.protocolVersion else {
+            return ["error": "unsupported protocol version \(obj["version"].map { "\($0)" } ?? "(missing)"); this daemon speaks version \(ControlServer.protocolVersion)"]
+        }
+        guard let cmd = obj["command"] as? String else { return ["error": "missing \"command\""] }
+        if cmd == "ping" { return ["version": ControlServer.protocolVersion, "pong": true] }
+        guard let result = handler(cmd) else { return ["error": "unknown command \"\(cmd)\" (try stats, ping)"] }
+        return result
+    }
+
+    func reply(_ c: Int32, _ obj: [String: Any]) {
+        guard var data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) else { return }
+        data.append(10)
+        var off = 0
+        while off < data.count {
+            let n = data.withUnsafeBytes { send(c, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+}
+
+public struct ControlError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Client side, used by `sluice stats`.
+public enum ControlClient {
+    public static func request(path: String, command: String, timeoutSeconds: Int = 3) throws -> Data {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Errno(errno) }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw ControlError("socket path too long") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in for (i, b) in bytes.enumerated() { p[i] = b } }
+        let r = withUnsafePointer(to: &addr) { ap in
+            ap.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard r == 0 else { throw Errno(errno) }
+        let req = Array("{\"version\":\(ControlServer.protocolVersion),\"command\":\"\(command)\"}\n".utf8)
+        _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var out = Data()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 { throw Errno(errno) }
+            if n == 0 { break }
+            out.append(contentsOf: buf[0..<n])
+            if out.last == 10 { break }
+        }
+        return out
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Logging
+
+/// Runs nft and iptables-nft. All rule changes go through here.
+public struct Firewall: Sendable {
+    public struct CommandResult: Sendable { public let status: Int32; public let output: String; public let error: String }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    static let searchPath = ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"]
+
+    public static func find(_ tool: String) -> String? {
+        searchPath.map { "\($0)/\(tool)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    public static func run(_ tool: String, _ args: [String], input: String? = nil) throws -> CommandResult {
+        guard let exe = find(tool) else { throw Failure(description: "\(tool) is not installed (looked in \(searchPath.joined(separator: ":")))") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        let out = Pipe(), err = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = inp
+        try p.run()
+        if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
+        try? inp.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return CommandResult(status: p.terminationStatus, output: String(decoding: o, as: UTF8.self),
+                             error: String(decoding: e, as: UTF8.self))
+    }
+
+    /// Asks the kernel (through `nft -c`, which changes nothing) whether the native
+    /// `queue` statement exists. Kernels without nft_queue answer ENOENT.
+    public static func detectBackend() throws -> (QueueBackend, String) {
+        let probe = """
+            table inet sluice_probe {
+                chain c {
+                    type filter hook prerouting priority 0; policy accept;
+                    queue num 0
+                }
+            }
+
+            """
+        let r = try run("nft", ["-c", "-f", "-"], input: probe)
+        if r.status == 0 { return (.native, "nft queue statement available") }
+        if r.error.contains("No such file or directory") {
+            guard find("iptables-nft") != nil, find("ip6tables-nft") != nil else {
+                throw Failure(description: "this kernel lacks the nft queue expression and iptables-nft is not installed for the xt NFQUEUE fallback (apt-get install iptables)")
+            }
+            return (.xtables, "kernel lacks nft 'queue' (nft_queue): using the xt NFQUEUE target through iptables-nft")
+        }
+        throw Failure(description: "nft cannot check rules: \(r.error.trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+
+    /// Installs (or atomically replaces) table inet sluice, plus the xt rules if needed.
+    public static func install(_ b: RulesetBuilder) throws {
+        if b.backend == .xtables {
+            // The xt rules first: they match only marks the nft table has yet to set.
+            for r in b.xtRules() {
+                let exists = try run(r.tool, ["-w", "-t", r.table, "-C", r.chain] + r.spec)
+                if exists.status == 0 { continue }
+                let add = try run(r.tool, ["-w", "-t", r.table, "-A", r.chain] + r.spec)
+                guard add.status == 0 else {
+                    throw Failure(description: "\(r.tool) -t \(r.table) -A \(r.chain) failed: \(add.error.trimmingCharacters(in: .whitespacesAndNewlines))")
+                }
+            }
+        }
+        let r = try run("nft", ["-f", "-"], input: b.nftScript())
+        guard r.status == 0 else {
+            throw Failure(description: "nft refused the ruleset: \(r.error.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    /// Removes exactly what `install` added; other tables and rules stay untouched.
+    public static func remove(_ b: RulesetBuilder, logger: Logger? = nil) {
+        let r = try? run("nft", ["delete", "table", "inet", RulesetBuilder.tableName])
+        if let r, r.status != 0, !r.error.contains("No such file") {
+            logger?.warning("could not delete table inet sluice: \(r.error)")
+        }
+        for x in b.xtRules() {
+            // Delete every copy (a crashed run may have left one).
+            for _ in 0..<8 {
+                guard let d = try? run(x.tool, ["-w", "-t", x.table, "-D", x.chain] + x.spec), d.status == 0 else { break }
+            }
+        }
+    }
+}

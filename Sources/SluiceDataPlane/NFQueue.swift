@@ -1,0 +1,173 @@
+import CSluiceNetfilter
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct Errno: Error, Equatable, CustomStringConvertible {
+    public let code: Int32
+    public init(_ code: Int32) { self.code = code }
+    public var description: String { "\(String(cString: strerror(code))) (errno \(code))" }
+}
+
+/// One NFQUEUE queue bound to its own netlink socket. Owned by exactly one worker thread.
+public final class NFQueue {
+    public let queue: UInt16
+    public let fd: Int32
+    private var seq: UInt32 = 1
+    private var scratch = [UInt8](repeating: 0, count: 8192)
+
+    public struct Options: Sendable {
+        public var receiveBuffer: Int = 8 << 20
+        public var maxLength: UInt32 = 4096
+        public var failOpen: Bool = false
+        public init() {}
+    }
+
+    /// Opens the socket, binds the queue in copy-packet mode with the full range and no
+    /// GSO (so the kernel segments and finishes checksums before we see a packet).
+    public init(queue: UInt16, options: Options) throws {
+        self.queue = queue
+        var portid: UInt32 = 0
+        let r = sluice_nfq_socket_open(Int32(options.receiveBuffer), &portid)
+        guard r >= 0 else { throw NFQueueError.socket(Errno(-r)) }
+        fd = r
+        do {
+            try command { sluice_nfq_build_cmd($0, $1, queue, UInt8(SLUICE_NFQ_CMD_BIND), $2) }
+            let flags = options.failOpen ? UInt32(SLUICE_NFQ_FLAG_FAIL_OPEN) : 0
+            try command { sluice_nfq_build_params($0, $1, queue, 0xFFFF, options.maxLength, flags, $2) }
+            _ = sluice_socket_set_rcvtimeo(fd, 250)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Sends one config message and waits for its ack.
+    private func command(_ build: (UnsafeMutableRawPointer, Int, UInt32) -> Int32) throws {
+        seq &+= 1
+        let mySeq = seq
+        let len = scratch.withUnsafeMutableBytes { build($0.baseAddress!, $0.count, mySeq) }
+        guard len > 0 else { throw NFQueueError.config(queue, Errno(EINVAL)) }
+        let sent = scratch.withUnsafeBytes { sluice_send(fd, $0.baseAddress, Int(len)) }
+        guard sent >= 0 else { throw NFQueueError.config(queue, Errno(Int32(-sent))) }
+        // The ack (an NLMSG_ERROR with error 0) or the refusal.
+        var reply = [UInt8](repeating: 0, count: 8192)
+        for _ in 0..<8 {
+            let n = reply.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw NFQueueError.config(queue, Errno(errno))
+            }
+            var msgs = [sluice_nfq_message](repeating: sluice_nfq_message(), count: 4)
+            let count = reply.withUnsafeBytes { p in msgs.withUnsafeMutableBufferPointer { sluice_nfq_parse(p.baseAddress, n, $0.baseAddress, 4) } }
+            for m in msgs.prefix(Int(max(0, count))) where m.kind == 2 {
+                if m.error != 0 { throw NFQueueError.config(queue, Errno(m.error)) }
+                return
+            }
+        }
+        throw NFQueueError.config(queue, Errno(ETIMEDOUT))
+    }
+
+    /// Unbinds the queue; the kernel drops what is still waiting (fail closed).
+    public func unbind() {
+        try? command { sluice_nfq_build_cmd($0, $1, queue, UInt8(SLUICE_NFQ_CMD_UNBIND), $2) }
+    }
+}
+
+public enum NFQueueError: Error, CustomStringConvertible {
+    case socket(Errno)
+    case config(UInt16, Errno)
+    public var description: String {
+        switch self {
+        case let .socket(e): return "cannot open a netfilter netlink socket: \(e) (root or CAP_NET_ADMIN needed)"
+        case let .config(q, e):
+            let hint = e.code == EBUSY ? " (another process is bound to this queue)" : e.code == EPERM ? " (needs CAP_NET_ADMIN)" : ""
+            return "cannot bind NFQUEUE queue \(q): \(e)\(hint)"
+        }
+    }
+}
+
+/// Receive slots and a verdict buffer for batched I/O: up to `slots` datagrams per
+/// recvmmsg, and every verdict of a batch in one send.
+final class QueueIO {
+    static let slotSize = 65536 + 4096
+    let slots: Int
+    var receive: [UInt8]
+    var lengths: [UInt32]
+    var truncated: [UInt8]
+    var verdicts: [UInt8]
+    var verdictLength = 0
+    var verdictCount = 0
+    var messages = [sluice_nfq_message](repeating: sluice_nfq_message(), count: 8)
+
+    init(slots: Int) {
+        self.slots = slots
+        receive = [UInt8](repeating: 0, count: slots * QueueIO.slotSize)
+        lengths = [UInt32](repeating: 0, count: slots)
+        truncated = [UInt8](repeating: 0, count: slots)
+        verdicts = [UInt8](repeating: 0, count: 1 << 20)
+    }
+
+    /// Blocks (up to the socket timeout) for at least one datagram; returns the count or -errno.
+    func receiveBatch(fd: Int32, wait: Bool) -> Int {
+        let n = receive.withUnsafeMutableBytes { buf in
+            lengths.withUnsafeMutableBufferPointer { l in
+                truncated.withUnsafeMutableBufferPointer { t in
+                    sluice_recv_batch(fd, buf.baseAddress, QueueIO.slotSize, Int32(slots), l.baseAddress, t.baseAddress, wait ? 0 : 1)
+                }
+            }
+        }
+        return Int(n)
+    }
+
+    /// Parses the messages in slot `i`; returns how many are in `messages`.
+    func parse(slot i: Int) -> Int {
+        let len = Int(lengths[i])
+        let base = i * QueueIO.slotSize
+        let n = receive.withUnsafeBytes { p in
+            messages.withUnsafeMutableBufferPointer {
+                sluice_nfq_parse(p.baseAddress! + base, len, $0.baseAddress, Int32($0.count))
+            }
+        }
+        return Int(n)
+    }
+
+    func payload(slot i: Int, _ m: sluice_nfq_message) -> UnsafeRawBufferPointer {
+        let base = i * QueueIO.slotSize + Int(m.payload_offset)
+        return receive.withUnsafeBytes { p in
+            let end = min(base + Int(m.payload_len), i * QueueIO.slotSize + Int(lengths[i]))
+            return UnsafeRawBufferPointer(rebasing: p[base..<max(base, end)])
+        }
+    }
+
+    /// Appends a verdict; returns false if the buffer must be flushed first.
+    func addVerdict(queue: UInt16, id: UInt32, accept: Bool, mark: UInt32?, payload: UnsafeRawBufferPointer?) -> Bool {
+        let off = verdictLength
+        let n = verdicts.withUnsafeMutableBytes { v in
+            sluice_nfq_put_verdict(v.baseAddress! + off, v.count - off, queue, id,
+                                   UInt32(accept ? SLUICE_NF_ACCEPT : SLUICE_NF_DROP),
+                                   mark == nil ? 0 : 1, mark ?? 0, payload?.baseAddress, payload?.count ?? 0)
+        }
+        guard n > 0 else { return false }
+        verdictLength += Int(n)
+        verdictCount += 1
+        return true
+    }
+
+    /// Sends every queued verdict in one syscall. Returns 0 or -errno.
+    func flush(fd: Int32) -> Int {
+        guard verdictLength > 0 else { return 0 }
+        var r = 0
+        while true {
+            let sent = verdicts.withUnsafeBytes { sluice_send(fd, $0.baseAddress, verdictLength) }
+            if sent < 0 && Int32(-sent) == EINTR { continue }
+            r = sent < 0 ? Int(sent) : 0
+            break
+        }
+        verdictLength = 0
+        verdictCount = 0
+        return r
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import SluiceCore
+
+/// The document `sluice stats --json` prints and the control socket returns (version 1).
+public struct StatsSnapshot: Codable, Sendable {
+    public var version = 1
+    public var daemon: DaemonInfo
+    public var queues: [QueueStats]
+    public var associations: [SAStats]
+    public var drops: [String: UInt64]
+    public var kernel: [KernelQueue]
+    /// Monotonic seconds when taken, for rates between two snapshots.
+    public var taken: Double
+
+    public struct DaemonInfo: Codable, Sendable {
+        public var pid: Int32
+        public var uptimeSeconds: Double
+        public var backend: String
+        public var config: String
+        public var failMode: String
+        public var passthrough: Bool
+        public var reloads: UInt64
+    }
+
+    public struct QueueStats: Codable, Sendable {
+        public var queue: Int
+        public var received, accepted, dropped, sealed, opened, unchanged, icmpSent: UInt64
+        public var bytesIn, bytesOut, batches, maxBatch, receiveOverruns, verdictErrors, ioErrors: UInt64
+        public var latencyP50Nanos, latencyP99Nanos: UInt64
+        public var drops: [String: UInt64]
+    }
+
+    public struct SAStats: Codable, Sendable {
+        public var name, direction, spi, mode, proposal, local, remote: String
+        public var esn: Bool
+        public var sequence: UInt64
+        public var replayWindow: Int
+        public var packets, bytes, replayDrops, icvFailures, otherDrops: UInt64
+        public var softBytes, hardBytes, softPackets, hardPackets, softSeconds, hardSeconds: UInt64?
+        public var ageSeconds: UInt64
+        public var expired: Bool
+    }
+}
+
+/// One line of /proc/net/netfilter/nfnetlink_queue: the kernel's own view of a queue.
+public struct KernelQueue: Codable, Sendable, Equatable {
+    public var queue: Int
+    public var portID: UInt32
+    public var waiting: UInt64
+    public var copyMode: Int
+    public var copyRange: UInt64
+    public var queueDropped: UInt64     // queue full
+    public var userDropped: UInt64      // netlink socket buffer full
+    public var idSequence: UInt64
+
+    public static let procPath = "/proc/net/netfilter/nfnetlink_queue"
+
+    public static func parse(_ text: String) -> [KernelQueue] {
+        text.split(separator: "\n").compactMap { line in
+            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            guard f.count >= 8, let q = Int(f[0]), let port = UInt32(f[1]), let waiting = UInt64(f[2]),
+                  let mode = Int(f[3]), let range = UInt64(f[4]), let qd = UInt64(f[5]), let ud = UInt64(f[6]),
+                  let ids = UInt64(f[7]) else { return nil }
+            return KernelQueue(queue: q, portID: port, waiting: waiting, copyMode: mode, copyRange: range,
+                               queueDropped: qd, userDropped: ud, idSequence: ids)
+        }
+    }
+
+    public static func read() -> [KernelQueue] {
+        guard let t = try? String(contentsOfFile: procPath, encoding: .utf8) else { return [] }
+        return parse(t)
+    }
+}
+
+extension StatsSnapshot {
+    static func make(workers: [Worker], database: SecurityDatabase, info: DaemonInfo) -> StatsSnapshot {
+        var total: [String: UInt64] = [:]
+        let queues = workers.map { w -> QueueStats in
+            let s = w.stats
+            var drops: [String: UInt64] = [:]
+            for r in DropReason.allCases {
+                let v = s.drops[r.index].load
+                if v > 0 { drops[r.rawValue] = v; total[r.rawValue, default: 0] += v }
+            }
+            return QueueStats(queue: s.queue, received: s.received.load, accepted: s.accepted.load, dropped: s.dropped.load,
+                              sealed: s.sealed.load, opened: s.opened.load, unchanged: s.unchanged.load, icmpSent: s.icmpSent.load,
+                              bytesIn: s.bytesIn.load, bytesOut: s.bytesOut.load, batches: s.batches.load, maxBatch: s.maxBatch.load,
+                              receiveOverruns: s.receiveOverruns.load, verdictErrors: s.verdictErrors.load, ioErrors: s.ioErrors.load,
+                              latencyP50Nanos: s.percentile(0.5), latencyP99Nanos: s.percentile(0.99), drops: drops)
+        }
+        let now = monotonicNanos() / 1_000_000_000
+        let sas = database.associations.map { sa -> SAStats in
+            let c = sa.config
+            let lt = c.lifetime
+            return SAStats(name: c.name, direction: c.direction.rawValue, spi: "0x" + String(c.spi, radix: 16),
+                           mode: c.mode.rawValue, proposal: c.proposal.rawValue, local: c.local.description,
+                           remote: c.remote.description, esn: c.esn,
+                           sequence: c.direction == .outbound ? sa.currentSequence : sa.replayTop,
+                           replayWindow: c.replayWindow, packets: sa.counters.packets.load(ordering: .relaxed),
+                           bytes: sa.counters.bytes.load(ordering: .relaxed),
+                           replayDrops: sa.counters.replayDrops.load(ordering: .relaxed),
+                           icvFailures: sa.counters.icvFailures.load(ordering: .relaxed),
+                           otherDrops: sa.counters.otherDrops.load(ordering: .relaxed),
+                           softBytes: lt.softBytes, hardBytes: lt.hardBytes, softPackets: lt.softPackets,
+                           hardPackets: lt.hardPackets, softSeconds: lt.softSeconds, hardSeconds: lt.hardSeconds,
+                           ageSeconds: now >= sa.installedAt ? now - sa.installedAt : 0, expired: sa.isExpired)
+        }
+        return StatsSnapshot(daemon: info, queues: queues, associations: sas, drops: total, kernel: KernelQueue.read(),
+                             taken: Double(monotonicNanos()) / 1e9)
+    }
+}

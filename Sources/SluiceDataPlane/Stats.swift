@@ -1,0 +1,72 @@
+import SluiceCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A counter written by one worker and read by anyone; relaxed atomics, no lock.
+public final class Counter: Sendable {
+    private let value = Atomic<UInt64>(0)
+    public init() {}
+    @inline(__always) public func add(_ n: UInt64 = 1) { value.wrappingAdd(n, ordering: .relaxed) }
+    public var load: UInt64 { value.load(ordering: .relaxed) }
+    public func store(_ v: UInt64) { value.store(v, ordering: .relaxed) }
+}
+
+/// Monotonic nanoseconds.
+@inline(__always)
+public func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Everything one worker counts. Only its worker writes; stats readers load.
+public final class WorkerStats: Sendable {
+    public let queue: Int
+    public let received = Counter()
+    public let accepted = Counter()
+    public let dropped = Counter()
+    public let sealed = Counter()
+    public let opened = Counter()
+    public let unchanged = Counter()
+    public let icmpSent = Counter()
+    public let bytesIn = Counter()
+    public let bytesOut = Counter()
+    public let batches = Counter()
+    public let receiveOverruns = Counter()   // ENOBUFS: the kernel dropped for a full socket
+    public let verdictErrors = Counter()     // the kernel refused a verdict
+    public let ioErrors = Counter()
+    public let maxBatch = Counter()
+    public let drops: [Counter] = DropReason.allCases.map { _ in Counter() }
+    /// Processing time per packet, log2 buckets of nanoseconds.
+    public let latency: [Counter] = (0..<40).map { _ in Counter() }
+    /// Last time the loop went round (for the systemd watchdog).
+    public let heartbeat = Counter()
+
+    public init(queue: Int) { self.queue = queue }
+
+    @inline(__always) func drop(_ r: DropReason) {
+        dropped.add()
+        drops[r.index].add()
+    }
+
+    @inline(__always) func recordLatency(_ ns: UInt64) {
+        let b = min(39, ns == 0 ? 0 : 63 - ns.leadingZeroBitCount)
+        latency[b].add()
+    }
+
+    /// Approximate percentile (upper bound of the bucket), in nanoseconds.
+    public func percentile(_ q: Double) -> UInt64 {
+        let counts = latency.map(\.load)
+        let total = counts.reduce(0, +)
+        guard total > 0 else { return 0 }
+        let target = UInt64((Double(total) * q).rounded(.up))
+        var seen: UInt64 = 0
+        for (i, c) in counts.enumerated() {
+            seen += c
+            if seen >= target { return UInt64(1) << UInt64(i + 1) }
+        }
+        return UInt64(1) << 40
+    }
+}

@@ -1,0 +1,137 @@
+import CSluiceNetfilter
+import SluiceCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The current SPD+SAD snapshot. A reload swaps it; workers take it once per batch.
+public final class DatabaseHolder: Sendable {
+    private let current: Mutex<SecurityDatabase>
+    public init(_ db: SecurityDatabase) { current = Mutex(db) }
+    public var database: SecurityDatabase { current.withLock { $0 } }
+    public func replace(_ db: SecurityDatabase) { current.withLock { $0 = db } }
+}
+
+/// One thread, one queue, one socket: receives a batch, runs every packet through the
+/// ESP core, and sends every verdict of the batch in one message train.
+///
+/// Concurrency: a worker touches only its own socket, buffers, stats and crypto lane
+/// (`lane == index`). Shared state is the database snapshot (immutable) and the SAs'
+/// atomics and replay mutex.
+public final class Worker: @unchecked Sendable {
+    public let index: Int
+    public let stats: WorkerStats
+    let nfq: NFQueue
+    let holder: DatabaseHolder
+    let markShift: Int
+    let passthrough: Bool
+    let running = Atomic<Bool>(true)
+    let io: QueueIO
+    var packet = PacketBuffer()
+    var onVerdictError: (@Sendable (Int32) -> Void)?
+
+    public init(index: Int, queue: NFQueue, holder: DatabaseHolder, markShift: Int, passthrough: Bool, batch: Int = 32) {
+        self.index = index
+        self.nfq = queue
+        self.holder = holder
+        self.markShift = markShift
+        self.passthrough = passthrough
+        self.stats = WorkerStats(queue: Int(queue.queue))
+        self.io = QueueIO(slots: batch)
+    }
+
+    public func stop() { running.store(false, ordering: .relaxed) }
+
+    public func run() {
+        while running.load(ordering: .relaxed) {
+            stats.heartbeat.store(monotonicNanos())
+            let n = io.receiveBatch(fd: nfq.fd, wait: true)
+            if n < 0 {
+                switch Int32(-n) {
+                case EAGAIN, EINTR: continue
+                case ENOBUFS: stats.receiveOverruns.add(); continue // kernel dropped: count and go on
+                default: stats.ioErrors.add(); usleep(1000); continue
+                }
+            }
+            processBatch(count: n)
+        }
+    }
+
+    func processBatch(count n: Int) {
+        stats.batches.add()
+        if UInt64(n) > stats.maxBatch.load { stats.maxBatch.store(UInt64(n)) }
+        let db = holder.database
+        let now = monotonicNanos()
+        let ctx = ProcessingContext(lane: index, now: now / 1_000_000_000)
+        for slot in 0..<n {
+            if io.truncated[slot] != 0 { stats.ioErrors.add(); continue }
+            let m = io.parse(slot: slot)
+            if m < 0 { stats.ioErrors.add(); continue }
+            for k in 0..<m {
+                let msg = io.messages[k]
+                if msg.kind == 2 {
+                    if msg.error != 0 { stats.verdictErrors.add(); onVerdictError?(msg.error) }
+                    continue
+                }
+                handle(msg, slot: slot, database: db, context: ctx)
+            }
+        }
+        if io.flush(fd: nfq.fd) < 0 { stats.ioErrors.add() }
+    }
+
+    @inline(__always)
+    func handle(_ msg: sluice_nfq_message, slot: Int, database db: SecurityDatabase, context ctx: ProcessingContext) {
+        let start = monotonicNanos()
+        stats.received.add()
+        stats.bytesIn.add(UInt64(msg.payload_len))
+        let mark = RulesetBuilder.verdictMark(original: msg.has_mark != 0 ? msg.mark : 0, shift: markShift)
+        let outcome: Outcome
+        if msg.cap_len != 0 && msg.cap_len > msg.payload_len {
+            outcome = .drop(.kernelTruncated)
+        } else if passthrough {
+            outcome = .unchanged
+        } else {
+            do {
+                try packet.load(io.payload(slot: slot, msg))
+                outcome = PacketProcessor.process(&packet, database: db, context: ctx)
+            } catch {
+                outcome = .drop(error)
+            }
+        }
+        switch outcome {
+        case .unchanged:
+            stats.unchanged.add()
+            verdict(msg.packet_id, accept: true, mark: mark, rewritten: false)
+        case .sealed, .opened:
+            if outcome == .sealed { stats.sealed.add() } else { stats.opened.add() }
+            verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
+        case let .icmpError(reason):
+            stats.drop(reason)
+            stats.icmpSent.add()
+            verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
+        case let .drop(reason):
+            stats.drop(reason)
+            verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
+        }
+        stats.recordLatency(monotonicNanos() &- start)
+    }
+
+    /// Every packet gets exactly one verdict; a full verdict buffer is flushed first.
+    @inline(__always)
+    func verdict(_ id: UInt32, accept: Bool, mark: UInt32?, rewritten: Bool) {
+        if accept { stats.accepted.add() }
+        for _ in 0..<2 {
+            let ok: Bool
+            if rewritten {
+                stats.bytesOut.add(UInt64(packet.count))
+                ok = packet.withBytes { io.addVerdict(queue: nfq.queue, id: id, accept: accept, mark: mark, payload: $0) }
+            } else {
+                ok = io.addVerdict(queue: nfq.queue, id: id, accept: accept, mark: mark, payload: nil)
+            }
+            if ok { return }
+            if io.flush(fd: nfq.fd) < 0 { stats.ioErrors.add() }
+        }
+        stats.ioErrors.add() // cannot happen: an empty buffer holds any packet
+    }
+}
