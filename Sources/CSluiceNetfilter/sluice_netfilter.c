@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <netinet/in.h>
 
 #ifndef SOL_NETLINK
 #define SOL_NETLINK 270
@@ -199,4 +200,36 @@ int sluice_peer_uid(int fd, uint32_t *uid) {
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -errno;
     *uid = cred.uid;
     return 0;
+}
+
+int sluice_raw_open(int family, uint32_t mark) {
+    int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    if (fd < 0) return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int sluice_raw_send(int fd, const uint8_t *packet, size_t len) {
+    if (packet == NULL || len < 20) return -EINVAL;
+    ssize_t n;
+    if ((packet[0] >> 4) == 4) {
+        struct sockaddr_in dst;
+        memset(&dst, 0, sizeof(dst));
+        dst.sin_family = AF_INET;
+        memcpy(&dst.sin_addr, packet + 16, 4);
+        n = sendto(fd, packet, len, 0, (struct sockaddr *)&dst, sizeof(dst));
+    } else if ((packet[0] >> 4) == 6 && len >= 40) {
+        struct sockaddr_in6 dst;
+        memset(&dst, 0, sizeof(dst));
+        dst.sin6_family = AF_INET6;
+        memcpy(&dst.sin6_addr, packet + 24, 16);
+        n = sendto(fd, packet, len, 0, (struct sockaddr *)&dst, sizeof(dst));
+    } else {
+        return -EINVAL;
+    }
+    return n < 0 ? -errno : 0;
 }

@@ -1,3 +1,4 @@
+import CSluiceNetfilter
 import Foundation
 import Logging
 import SluiceConfig
@@ -24,6 +25,7 @@ public final class Daemon: @unchecked Sendable {
     var logger: Logger
     var config: SluiceConfiguration
     var builder: RulesetBuilder
+    var created = Firewall.Created()
     var workers: [Worker] = []
     let holder: DatabaseHolder
     let store: SequenceStore
@@ -94,6 +96,17 @@ public final class Daemon: @unchecked Sendable {
                 throw DaemonError("\(error)")
             }
         }
+        // Tunnels whose inner and outer families differ need raw sockets (CAP_NET_RAW).
+        if config.mayChangeFamily {
+            let mark = RulesetBuilder.verdictMark(original: 0, shift: config.markShift)
+            for w in workers {
+                let r4 = sluice_raw_open(4, mark), r6 = sluice_raw_open(6, mark)
+                if r4 < 0 || r6 < 0 {
+                    logger.warning("cannot open raw sockets (\(Errno(-min(r4, r6)))): 4-in-6 and 6-in-4 tunnel packets will be counted as inject errors")
+                }
+                w.rawSockets = (r4, r6)
+            }
+        }
         let group = DispatchGroup()
         for w in workers {
             group.enter()
@@ -103,7 +116,7 @@ public final class Daemon: @unchecked Sendable {
         }
 
         do {
-            try Firewall.install(builder)
+            created = try Firewall.install(builder)
         } catch {
             workers.forEach { $0.stop() }
             _ = group.wait(timeout: .now() + 2)
@@ -144,7 +157,7 @@ public final class Daemon: @unchecked Sendable {
         }
         SystemdNotify.send("STOPPING=1")
         watchdog?.clear()
-        Firewall.remove(builder, logger: logger)
+        Firewall.remove(builder, created: created, logger: logger)
         workers.forEach { $0.stop() }
         control.stop()
         if group.wait(timeout: .now() + 5) == .timedOut { logger.warning("workers did not stop within 5 s") }

@@ -57,9 +57,23 @@ public struct Firewall: Sendable {
         throw Failure(description: "nft cannot check rules: \(r.error.trimmingCharacters(in: .whitespacesAndNewlines))")
     }
 
+    /// Tables iptables-nft had to create for our xt rules: removed again on stop if empty.
+    public struct Created: Sendable {
+        var tables: [(family: String, table: String)] = []
+        public init() {}
+    }
+
+    static func family(_ tool: String) -> String { tool.hasPrefix("ip6") ? "ip6" : "ip" }
+
     /// Installs (or atomically replaces) table inet sluice, plus the xt rules if needed.
-    public static func install(_ b: RulesetBuilder) throws {
+    @discardableResult
+    public static func install(_ b: RulesetBuilder) throws -> Created {
+        var created = Created()
         if b.backend == .xtables {
+            for r in b.xtRules() where !created.tables.contains(where: { $0.family == family(r.tool) && $0.table == r.table }) {
+                let exists = try run("nft", ["list", "table", family(r.tool), r.table])
+                if exists.status != 0 { created.tables.append((family(r.tool), r.table)) }
+            }
             // The xt rules first: they match only marks the nft table has yet to set.
             for r in b.xtRules() {
                 let exists = try run(r.tool, ["-w", "-t", r.table, "-C", r.chain] + r.spec)
@@ -74,10 +88,11 @@ public struct Firewall: Sendable {
         guard r.status == 0 else {
             throw Failure(description: "nft refused the ruleset: \(r.error.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
+        return created
     }
 
     /// Removes exactly what `install` added; other tables and rules stay untouched.
-    public static func remove(_ b: RulesetBuilder, logger: Logger? = nil) {
+    public static func remove(_ b: RulesetBuilder, created: Created = Created(), logger: Logger? = nil) {
         let r = try? run("nft", ["delete", "table", "inet", RulesetBuilder.tableName])
         if let r, r.status != 0, !r.error.contains("No such file") {
             logger?.warning("could not delete table inet sluice: \(r.error)")
@@ -87,6 +102,15 @@ public struct Firewall: Sendable {
             for _ in 0..<8 {
                 guard let d = try? run(x.tool, ["-w", "-t", x.table, "-D", x.chain] + x.spec), d.status == 0 else { break }
             }
+        }
+        // A table iptables-nft created only for us goes too, if nothing else moved in.
+        for t in created.tables {
+            guard let list = try? run("nft", ["list", "table", t.family, t.table]), list.status == 0 else { continue }
+            let hasRules = list.output.split(separator: "\n").contains { line in
+                let l = line.trimmingCharacters(in: .whitespaces)
+                return !(l.isEmpty || l.hasPrefix("table ") || l.hasPrefix("chain ") || l.hasPrefix("type ") || l == "}" || l.hasPrefix("#"))
+            }
+            if !hasRules { _ = try? run("nft", ["delete", "table", t.family, t.table]) }
         }
     }
 }

@@ -153,6 +153,9 @@ public struct RulesetBuilder: Sendable {
         return sa.mtu - outer - udp - sa.proposal.maxOverhead - inner - 20
     }
 
+    /// Neighbour discovery must work before any SA does (RFC 4301 §4.4.1 leaves it to policy).
+    static let ndExemption = "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } return"
+
     // MARK: ruleset
 
     /// The complete `nft -f` script: creates (or replaces) `inet sluice` and nothing else.
@@ -194,9 +197,10 @@ public struct RulesetBuilder: Sendable {
         out.append("\t\ttype filter hook prerouting priority raw + 10; policy accept;")
         out.append("\t\tiif lo return")
         out.append("\t\tmeta mark & \(P) == \(P) return")
-        out.append("\t\t# IKE and ESP themselves are never policed as clear traffic")
+        out.append("\t\t# IKE, ESP and IPv6 neighbour discovery are never policed as clear traffic")
         out.append("\t\tmeta l4proto esp return")
         out.append("\t\tudp dport { 500, 4500 } return")
+        out.append("\t\t\(RulesetBuilder.ndExemption)")
         for p in config.policies where p.direction == .inbound {
             let m = RulesetBuilder.match(p.selector)
             let sel = m.isEmpty ? "" : m + " "
@@ -217,6 +221,7 @@ public struct RulesetBuilder: Sendable {
             if hook == .protectOutput { out.append("\t\toif lo return") } else { out.append("\t\tfib daddr type local return") }
             out.append("\t\tmeta l4proto esp return")
             out.append("\t\tudp sport { 500, 4500 } udp dport { 500, 4500 } return")
+            out.append("\t\t\(RulesetBuilder.ndExemption)")
             for p in config.policies where p.direction == .outbound {
                 let m = RulesetBuilder.match(p.selector)
                 let sel = m.isEmpty ? "" : m + " "

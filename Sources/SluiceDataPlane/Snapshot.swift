@@ -25,7 +25,7 @@ public struct StatsSnapshot: Codable, Sendable {
     public struct QueueStats: Codable, Sendable {
         public var queue: Int
         public var received, accepted, dropped, sealed, opened, unchanged, icmpSent: UInt64
-        public var bytesIn, bytesOut, batches, maxBatch, receiveOverruns, verdictErrors, ioErrors: UInt64
+        public var bytesIn, bytesOut, batches, maxBatch, receiveOverruns, verdictErrors, ioErrors, injected, injectErrors: UInt64
         public var latencyP50Nanos, latencyP99Nanos: UInt64
         public var drops: [String: UInt64]
     }
@@ -86,6 +86,7 @@ extension StatsSnapshot {
                               sealed: s.sealed.load, opened: s.opened.load, unchanged: s.unchanged.load, icmpSent: s.icmpSent.load,
                               bytesIn: s.bytesIn.load, bytesOut: s.bytesOut.load, batches: s.batches.load, maxBatch: s.maxBatch.load,
                               receiveOverruns: s.receiveOverruns.load, verdictErrors: s.verdictErrors.load, ioErrors: s.ioErrors.load,
+                              injected: s.injected.load, injectErrors: s.injectErrors.load,
                               latencyP50Nanos: s.percentile(0.5), latencyP99Nanos: s.percentile(0.99), drops: drops)
         }
         let now = monotonicNanos() / 1_000_000_000

@@ -38,6 +38,8 @@ public final class WorkerStats: Sendable {
     public let verdictErrors = Counter()     // the kernel refused a verdict
     public let ioErrors = Counter()
     public let maxBatch = Counter()
+    public let injected = Counter()          // family-changing packets sent on a raw socket
+    public let injectErrors = Counter()
     public let drops: [Counter] = DropReason.allCases.map { _ in Counter() }
     /// Processing time per packet, log2 buckets of nanoseconds.
     public let latency: [Counter] = (0..<40).map { _ in Counter() }

@@ -30,6 +30,8 @@ public final class Worker: @unchecked Sendable {
     let io: QueueIO
     var packet = PacketBuffer()
     var onVerdictError: (@Sendable (Int32) -> Void)?
+    /// Raw sockets (IPv4, IPv6) for packets that changed address family; -1 when absent.
+    var rawSockets: (Int32, Int32) = (-1, -1)
 
     public init(index: Int, queue: NFQueue, holder: DatabaseHolder, markShift: Int, passthrough: Bool, batch: Int = 32) {
         self.index = index
@@ -105,7 +107,14 @@ public final class Worker: @unchecked Sendable {
             verdict(msg.packet_id, accept: true, mark: mark, rewritten: false)
         case .sealed, .opened:
             if outcome == .sealed { stats.sealed.add() } else { stats.opened.add() }
-            verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
+            if familyChanged(msg) {
+                // The kernel re-injects only a packet of the family it queued: send the
+                // new one ourselves and let the original go (not a drop: it left as ESP).
+                inject()
+                verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
+            } else {
+                verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
+            }
         case let .icmpError(reason):
             stats.drop(reason)
             stats.icmpSent.add()
@@ -115,6 +124,21 @@ public final class Worker: @unchecked Sendable {
             verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
         }
         stats.recordLatency(monotonicNanos() &- start)
+    }
+
+    @inline(__always)
+    func familyChanged(_ msg: sluice_nfq_message) -> Bool {
+        guard packet.count > 0, let first = try? packet.u8(0) else { return false }
+        let v6 = first >> 4 == 6
+        return v6 != (msg.hw_protocol == 0x86DD)
+    }
+
+    func inject() {
+        let v6 = ((try? packet.u8(0)) ?? 0) >> 4 == 6
+        let fd = v6 ? rawSockets.1 : rawSockets.0
+        guard fd >= 0 else { stats.injectErrors.add(); return }
+        let r = packet.withBytes { p in sluice_raw_send(fd, p.baseAddress?.assumingMemoryBound(to: UInt8.self), p.count) }
+        if r == 0 { stats.injected.add() } else { stats.injectErrors.add() }
     }
 
     /// Every packet gets exactly one verdict; a full verdict buffer is flushed first.

@@ -80,6 +80,15 @@ int sluice_accept(int fd);
 /// The uid of the process at the other end of a Unix socket (SO_PEERCRED). 0 or -errno.
 int sluice_peer_uid(int fd, uint32_t *uid);
 
+/// A raw IPPROTO_RAW socket (header included) of `family` (4 or 6) whose packets carry
+/// `mark` (SO_MARK), for packets whose address family changed (4-in-6, 6-in-4 tunnels):
+/// the kernel cannot re-inject those through a verdict. Returns the fd or -errno.
+int sluice_raw_open(int family, uint32_t mark);
+
+/// Sends a complete IP packet on a raw socket to the packet's own destination.
+/// Returns 0 or -errno.
+int sluice_raw_send(int fd, const uint8_t *packet, size_t len);
+
 /// send() returning -errno on failure.
 ssize_t sluice_send(int fd, const void *buf, size_t len);
 
