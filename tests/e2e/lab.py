@@ -107,7 +107,7 @@ class Lab:
     def capture(self, ns, dev, name):
         """Starts tcpdump; returns a handle whose stop() gives the pcap path."""
         path = self.workdir / f"{name}.pcap"
-        p = self.popen(ns, f"tcpdump -n -U -s 0 -i {dev} -w {path}", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = self.popen(ns, f"tcpdump -n -U --immediate-mode -s 0 -i {dev} -w {path}", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Wait until tcpdump says it is listening.
         deadline = time.time() + 10
         line = b""
