@@ -189,9 +189,10 @@ struct Validator {
         let s = doc.tables["sluice"] ?? TOMLTable(name: "sluice", line: 0)
         unknownKeys(s, allowed: Validator.sluiceKeys, context: "[sluice]")
 
-        let queues = Int(int(s, "queues", 1...64)?.0 ?? Int64(cpuCount))
+        let queuesEntry = int(s, "queues", 1...64)
+        let queues = Int(queuesEntry?.0 ?? Int64(min(cpuCount, 64)))
         let queueBase = Int(int(s, "queue_base", 0...65535)?.0 ?? 0)
-        if let (_, line) = int(s, "queues", 1...64), queueBase + queues > 65536 { error(line, "queue_base + queues exceeds 65535") }
+        if queueBase + queues > 65536 { error(queuesEntry?.1 ?? s.line, "queue_base + queues exceeds 65535") }
         let fail = choice(s, "fail", ["closed": FailMode.closed, "open": .open])?.0 ?? .closed
         let stateDir = string(s, "state_dir")?.0 ?? ConfigLoader.defaultStateDir
         let control = string(s, "control_socket")?.0 ?? ConfigLoader.defaultControlSocket
