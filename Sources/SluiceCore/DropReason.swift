@@ -22,6 +22,9 @@ public enum DropReason: String, CaseIterable, Sendable, Error, CustomStringConve
     case natKeepalive = "nat_keepalive"          // RFC 3948 keepalive: consumed here
     case kernelTruncated = "kernel_truncated"    // the queue handed us a partial copy
     case unsupported = "unsupported"             // a family or mode this SA cannot carry
+    // Decided by Sluice's nftables rules in the kernel, read back from their counters:
+    case clearProtected = "clear_protected"      // arrived in clear although an inbound PROTECT policy covers it
+    case unprocessed = "unprocessed"             // carried a queue mark but no worker took it (guard chain)
 
     public var description: String { rawValue }
 

@@ -189,7 +189,7 @@ public final class Daemon: @unchecked Sendable {
                 let db = try DatabaseFactory.build(next, lanes: config.queues, store: store, previous: holder.database, logger: logger)
                 let nextBuilder = RulesetBuilder(config: next, backend: builder.backend)
                 holder.replace(db)
-                if nextBuilder.nftScript() != builder.nftScript() { try Firewall.install(nextBuilder) }
+                if nextBuilder.nftScript() != builder.nftScript() { try Firewall.install(nextBuilder, reload: true) }
                 builder = nextBuilder
                 config = next
                 reloads += 1
@@ -230,7 +230,9 @@ public final class Daemon: @unchecked Sendable {
             let info = StatsSnapshot.DaemonInfo(
                 pid: getpid(), uptimeSeconds: Double(monotonicNanos() - started) / 1e9, backend: builder.backend.rawValue,
                 config: configPath, failMode: config.fail.rawValue, passthrough: config.passthrough, reloads: reloads)
-            let snap = StatsSnapshot.make(workers: workers, database: holder.database, info: info)
+            let rules = (try? Firewall.run("nft", ["-j", "list", "table", "inet", RulesetBuilder.tableName]))?.output ?? ""
+            let snap = StatsSnapshot.make(workers: workers, database: holder.database, info: info,
+                                          ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))
             guard let data = try? JSONEncoder().encode(snap),
                   let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 return ["error": "could not encode stats"]

@@ -67,7 +67,7 @@ public struct Firewall: Sendable {
 
     /// Installs (or atomically replaces) table inet sluice, plus the xt rules if needed.
     @discardableResult
-    public static func install(_ b: RulesetBuilder) throws -> Created {
+    public static func install(_ b: RulesetBuilder, reload: Bool = false) throws -> Created {
         var created = Created()
         if b.backend == .xtables {
             for r in b.xtRules() where !created.tables.contains(where: { $0.family == family(r.tool) && $0.table == r.table }) {
@@ -84,7 +84,7 @@ public struct Firewall: Sendable {
                 }
             }
         }
-        let r = try run("nft", ["-f", "-"], input: b.nftScript())
+        let r = try run("nft", ["-f", "-"], input: b.nftScript(reload: reload))
         guard r.status == 0 else {
             throw Failure(description: "nft refused the ruleset: \(r.error.trimmingCharacters(in: .whitespacesAndNewlines))")
         }

@@ -7,7 +7,10 @@ public struct StatsSnapshot: Codable, Sendable {
     public var daemon: DaemonInfo
     public var queues: [QueueStats]
     public var associations: [SAStats]
+    /// Every drop by reason: the workers' and the kernel rules' together.
     public var drops: [String: UInt64]
+    /// The part of `drops` decided by Sluice's nftables rules (read from their counters).
+    public var ruleDrops: [String: UInt64]
     public var kernel: [KernelQueue]
     /// Monotonic seconds when taken, for rates between two snapshots.
     public var taken: Double
@@ -73,8 +76,8 @@ public struct KernelQueue: Codable, Sendable, Equatable {
 }
 
 extension StatsSnapshot {
-    static func make(workers: [Worker], database: SecurityDatabase, info: DaemonInfo) -> StatsSnapshot {
-        var total: [String: UInt64] = [:]
+    static func make(workers: [Worker], database: SecurityDatabase, info: DaemonInfo, ruleDrops: [String: UInt64]) -> StatsSnapshot {
+        var total: [String: UInt64] = ruleDrops.filter { $0.value > 0 }
         let queues = workers.map { w -> QueueStats in
             let s = w.stats
             var drops: [String: UInt64] = [:]
@@ -106,7 +109,8 @@ extension StatsSnapshot {
                            hardPackets: lt.hardPackets, softSeconds: lt.softSeconds, hardSeconds: lt.hardSeconds,
                            ageSeconds: now >= sa.installedAt ? now - sa.installedAt : 0, expired: sa.isExpired)
         }
-        return StatsSnapshot(daemon: info, queues: queues, associations: sas, drops: total, kernel: KernelQueue.read(),
+        return StatsSnapshot(daemon: info, queues: queues, associations: sas, drops: total,
+                             ruleDrops: ruleDrops.filter { $0.value > 0 }, kernel: KernelQueue.read(),
                              taken: Double(monotonicNanos()) / 1e9)
     }
 }

@@ -90,6 +90,13 @@ struct RulesetTests {
         #expect(s.contains("table inet sluice\ndelete table inet sluice\ntable inet sluice {"), "atomic replace of our own table only")
     }
 
+    @Test("reload swaps rules in place: base chains (and their hooks) stay, so queued packets survive")
+    func reload() throws {
+        let s = try builder(.xtables).nftScript(reload: true)
+        #expect(s.contains("flush table inet sluice\n"))
+        #expect(!s.contains("delete table"))
+    }
+
     @Test("native backend queues with `queue num`, spread by SPI and flow hash")
     func native() throws {
         let s = try builder(.native).nftScript()
