@@ -96,13 +96,14 @@ public final class Daemon: @unchecked Sendable {
                 throw DaemonError("\(error)")
             }
         }
-        // Tunnels whose inner and outer families differ need raw sockets (CAP_NET_RAW).
-        if config.mayChangeFamily {
+        // Raw sockets (CAP_NET_RAW) send what the kernel cannot take back in a verdict:
+        // family-changing tunnel packets and IPv4 ESP sealed for forwarded traffic.
+        if config.associations.contains(where: { $0.config.direction == .outbound }) {
             let mark = RulesetBuilder.verdictMark(original: 0, shift: config.markShift)
             for w in workers {
                 let r4 = sluice_raw_open(4, mark), r6 = sluice_raw_open(6, mark)
                 if r4 < 0 || r6 < 0 {
-                    logger.warning("cannot open raw sockets (\(Errno(-min(r4, r6)))): 4-in-6 and 6-in-4 tunnel packets will be counted as inject errors")
+                    logger.warning("cannot open raw sockets (\(Errno(-min(r4, r6)))): forwarded IPv4 and 4-in-6/6-in-4 tunnel packets will fail as inject errors")
                 }
                 w.rawSockets = (r4, r6)
             }

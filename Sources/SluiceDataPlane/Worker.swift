@@ -107,9 +107,7 @@ public final class Worker: @unchecked Sendable {
             verdict(msg.packet_id, accept: true, mark: mark, rewritten: false)
         case .sealed, .opened:
             if outcome == .sealed { stats.sealed.add() } else { stats.opened.add() }
-            if familyChanged(msg) {
-                // The kernel re-injects only a packet of the family it queued: send the
-                // new one ourselves and let the original go (not a drop: it left as ESP).
+            if mustInject(msg, sourceIsLocal: outcome == .sealed) {
                 inject()
                 verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
             } else {
@@ -118,7 +116,12 @@ public final class Worker: @unchecked Sendable {
         case let .icmpError(reason):
             stats.drop(reason)
             stats.icmpSent.add()
-            verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
+            if mustInject(msg, sourceIsLocal: true) {
+                inject()
+                verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
+            } else {
+                verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
+            }
         case let .drop(reason):
             stats.drop(reason)
             verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
@@ -126,11 +129,21 @@ public final class Worker: @unchecked Sendable {
         stats.recordLatency(monotonicNanos() &- start)
     }
 
+    static let hookPrerouting: UInt8 = 0 // NF_INET_PRE_ROUTING
+
+    /// Packets the kernel cannot take back through the verdict, sent on a raw socket
+    /// instead (the original then gets DROP, which is not counted as a drop):
+    /// - a packet whose address family changed (4-in-6, 6-in-4): the kernel re-injects
+    ///   only the family it queued;
+    /// - an IPv4 packet that we now originate (ESP or an ICMP error from our address)
+    ///   but that was queued in PREROUTING: input routing would drop it as a martian
+    ///   (local source address on an incoming packet).
     @inline(__always)
-    func familyChanged(_ msg: sluice_nfq_message) -> Bool {
+    func mustInject(_ msg: sluice_nfq_message, sourceIsLocal: Bool) -> Bool {
         guard packet.count > 0, let first = try? packet.u8(0) else { return false }
         let v6 = first >> 4 == 6
-        return v6 != (msg.hw_protocol == 0x86DD)
+        if v6 != (msg.hw_protocol == 0x86DD) { return true }
+        return !v6 && sourceIsLocal && msg.hook == Worker.hookPrerouting
     }
 
     func inject() {
