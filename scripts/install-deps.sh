@@ -10,6 +10,8 @@ packages=(
   nftables iptables iproute2
   # traffic, captures and independent ESP implementations for the end-to-end suite
   iputils-ping tcpdump tshark python3 python3-scapy python3-pytest iperf3 procps
+  # the service checks (systemd-analyze) and make install
+  systemd make
 )
 
 missing=()
