@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // libcrypto (OpenSSL EVP) behind a handful of C functions with explicit lengths.
@@ -33,6 +34,7 @@ let package = Package(
             dependencies: [
                 "SluiceCore", "SluiceConfig", "CSluiceNetfilter",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(

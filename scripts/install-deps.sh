@@ -11,7 +11,7 @@ packages=(
   # traffic, captures and independent ESP implementations for the end-to-end suite
   iputils-ping tcpdump tshark python3 python3-scapy python3-pytest iperf3 procps
   # the service checks (systemd-analyze) and make install
-  systemd make
+  systemd make tmux util-linux
 )
 
 missing=()

@@ -54,6 +54,8 @@ public struct SluiceConfiguration: Sendable {
     public var logLevel: String
     /// Passes packets through the queues untouched (measures the redirect cost alone).
     public var passthrough: Bool
+    /// Prometheus listener ("127.0.0.1:9816" or "[::1]:9816"); nil = off.
+    public var metricsListen: (host: String, port: Int)?
     public var associations: [SAEntry]
     public var policies: [Policy]
     public var warnings: [ConfigIssue]
@@ -171,7 +173,7 @@ struct Validator {
 
     static let sluiceKeys: Set<String> = ["queues", "queue_base", "fail", "state_dir", "control_socket", "mark_shift",
                                           "queue_maxlen", "receive_buffer", "default_out", "default_in", "mss_clamp",
-                                          "log_level", "passthrough"]
+                                          "log_level", "passthrough", "metrics_listen"]
     static let saKeys: Set<String> = ["name", "direction", "spi", "mode", "local", "remote", "proposal", "key", "key_file",
                                       "esn", "replay_window", "mtu", "df", "tfc_pad", "nat_t",
                                       "soft_bytes", "hard_bytes", "soft_packets", "hard_packets", "soft_seconds", "hard_seconds"]
@@ -209,6 +211,12 @@ struct Validator {
         let logLevel = choice(s, "log_level", ["trace": "trace", "debug": "debug", "info": "info", "notice": "notice",
                                                 "warning": "warning", "error": "error"])?.0 ?? "info"
         let passthrough = bool(s, "passthrough") ?? false
+        var metrics: (String, Int)? = nil
+        if let (text, line) = string(s, "metrics_listen") {
+            if let hp = Validator.hostPort(text) { metrics = hp } else {
+                error(line, "metrics_listen = \"\(text)\" is not ADDRESS:PORT (e.g. \"127.0.0.1:9816\" or \"[::1]:9816\")")
+            }
+        }
 
         var sas: [SAEntry] = []
         var names: [String: Int] = [:]
@@ -243,8 +251,23 @@ struct Validator {
         return SluiceConfiguration(
             path: path, queues: queues, queueBase: queueBase, fail: fail, stateDir: stateDir, controlSocket: control,
             markShift: markShift, queueMaxLen: maxlen, receiveBuffer: rcvbuf, defaultOutbound: defaultOut,
-            defaultInbound: defaultIn, mssClamp: mss, logLevel: logLevel, passthrough: passthrough,
+            defaultInbound: defaultIn, mssClamp: mss, logLevel: logLevel, passthrough: passthrough, metricsListen: metrics,
             associations: sas, policies: policies, warnings: issues.filter(\.isWarning))
+    }
+
+    static func hostPort(_ text: String) -> (String, Int)? {
+        let host: Substring, port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2 else { return nil }
+            host = parts[0]; port = parts[1]
+        }
+        guard IPAddress(String(host)) != nil, let p = Int(port), (1...65535).contains(p) else { return nil }
+        return (String(host), p)
     }
 
     mutating func require<T>(_ t: TOMLTable, _ k: String, _ v: T?, what: String) -> T? {

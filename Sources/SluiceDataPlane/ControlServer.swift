@@ -60,8 +60,23 @@ public final class ControlServer: @unchecked Sendable {
             let c = sluice_accept(fd)
             if c < 0 { continue }
             serve(c)
-            close(c)
+            drainAndClose(c)
         }
+    }
+
+    /// Half-closes, then discards what the client still sends (bounded in bytes and by
+    /// the receive timeout), so a client mid-way through an oversized request reads our
+    /// error instead of a connection reset.
+    func drainAndClose(_ c: Int32) {
+        shutdown(c, Int32(SHUT_WR))
+        var sink = [UInt8](repeating: 0, count: 4096)
+        var total = 0
+        while total < 1 << 20 {
+            let n = sink.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            total += n
+        }
+        close(c)
     }
 
     func serve(_ c: Int32) {

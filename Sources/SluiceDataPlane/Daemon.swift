@@ -138,6 +138,23 @@ public final class Daemon: @unchecked Sendable {
         ct.name = "sluice-control"
         ct.start()
 
+        var metrics: MetricsServer? = nil
+        if let listen = config.metricsListen {
+            let exporter = MetricsExporter()
+            do {
+                let server = try MetricsServer(host: listen.host, port: listen.port) { [unowned self] in
+                    exporter.render(self.snapshot())
+                }
+                group.enter()
+                let mt = Thread { server.run(); group.leave() }
+                mt.name = "sluice-metrics"
+                mt.start()
+                metrics = server
+                logger.info("Prometheus metrics on http://\(listen.host.contains(":") ? "[\(listen.host)]" : listen.host):\(listen.port)/metrics")
+            } catch {
+                logger.error("\(error); continuing without metrics")
+            }
+        }
         let watchdog = startWatchdog()
         let mode = config.passthrough ? " in PASSTHROUGH mode (packets are queued and accepted unchanged)" : ""
         logger.info("sluice running\(mode): \(config.queues) queue(s) from \(config.queueBase), backend \(backend.rawValue), \(config.associations.count) SA(s), \(config.policies.count) polic\(config.policies.count == 1 ? "y" : "ies"), control socket \(config.controlSocket)")
@@ -161,6 +178,7 @@ public final class Daemon: @unchecked Sendable {
         Firewall.remove(builder, created: created, logger: logger)
         workers.forEach { $0.stop() }
         control.stop()
+        metrics?.stop()
         if group.wait(timeout: .now() + 5) == .timedOut { logger.warning("workers did not stop within 5 s") }
         for w in workers { w.nfq.unbind() }
         logger.info("sluice stopped; rules removed")
@@ -225,15 +243,19 @@ public final class Daemon: @unchecked Sendable {
         return alive
     }
 
+    func snapshot() -> StatsSnapshot {
+        let info = StatsSnapshot.DaemonInfo(
+            pid: getpid(), uptimeSeconds: Double(monotonicNanos() - started) / 1e9, backend: builder.backend.rawValue,
+            config: configPath, failMode: config.fail.rawValue, passthrough: config.passthrough, reloads: reloads)
+        let rules = (try? Firewall.run("nft", ["-j", "list", "table", "inet", RulesetBuilder.tableName]))?.output ?? ""
+        return StatsSnapshot.make(workers: workers, database: holder.database, info: info,
+                                  ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))
+    }
+
     func control(_ command: String) -> [String: Any]? {
         switch command {
         case "stats":
-            let info = StatsSnapshot.DaemonInfo(
-                pid: getpid(), uptimeSeconds: Double(monotonicNanos() - started) / 1e9, backend: builder.backend.rawValue,
-                config: configPath, failMode: config.fail.rawValue, passthrough: config.passthrough, reloads: reloads)
-            let rules = (try? Firewall.run("nft", ["-j", "list", "table", "inet", RulesetBuilder.tableName]))?.output ?? ""
-            let snap = StatsSnapshot.make(workers: workers, database: holder.database, info: info,
-                                          ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))
+            let snap = snapshot()
             guard let data = try? JSONEncoder().encode(snap),
                   let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 return ["error": "could not encode stats"]
