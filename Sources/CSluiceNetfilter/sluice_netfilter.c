@@ -233,3 +233,17 @@ int sluice_raw_send(int fd, const uint8_t *packet, size_t len) {
     }
     return n < 0 ? -errno : 0;
 }
+
+int sluice_nfq_build_packet(void *buf, size_t cap, uint16_t queue, uint32_t packet_id, uint16_t hw_protocol,
+                            uint8_t hook, const void *payload, size_t payload_len) {
+    size_t need = MNL_ALIGN(sizeof(struct nlmsghdr)) + MNL_ALIGN(sizeof(struct nfgenmsg)) +
+                  MNL_ATTR_HDRLEN + MNL_ALIGN(sizeof(struct nfqnl_msg_packet_hdr)) +
+                  MNL_ATTR_HDRLEN + MNL_ALIGN(payload_len);
+    if (buf == NULL || need > cap || payload_len > 0xFFFF) return -1;
+    memset(buf, 0, MNL_ALIGN(sizeof(struct nlmsghdr)) + MNL_ALIGN(sizeof(struct nfgenmsg)));
+    struct nlmsghdr *nlh = nfq_nlmsg_put(buf, NFQNL_MSG_PACKET, queue);
+    struct nfqnl_msg_packet_hdr ph = {.packet_id = htonl(packet_id), .hw_protocol = htons(hw_protocol), .hook = hook};
+    mnl_attr_put(nlh, NFQA_PACKET_HDR, sizeof(ph), &ph);
+    mnl_attr_put(nlh, NFQA_PAYLOAD, payload_len, payload);
+    return (int)nlh->nlmsg_len;
+}

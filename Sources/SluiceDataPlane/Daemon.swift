@@ -180,7 +180,7 @@ public final class Daemon: @unchecked Sendable {
         control.stop()
         metrics?.stop()
         if group.wait(timeout: .now() + 5) == .timedOut { logger.warning("workers did not stop within 5 s") }
-        for w in workers { w.nfq.unbind() }
+        for w in workers { w.nfq?.unbind() }
         logger.info("sluice stopped; rules removed")
         return 0
     }

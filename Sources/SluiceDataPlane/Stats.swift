@@ -6,11 +6,16 @@ import Glibc
 
 /// A counter written by one worker and read by anyone; relaxed atomics, no lock.
 public final class Counter: Sendable {
-    private let value = Atomic<UInt64>(0)
+    private let storage = Atomic<UInt64>(0)
     public init() {}
-    @inline(__always) public func add(_ n: UInt64 = 1) { value.wrappingAdd(n, ordering: .relaxed) }
-    public var load: UInt64 { value.load(ordering: .relaxed) }
-    public func store(_ v: UInt64) { value.store(v, ordering: .relaxed) }
+    @inline(__always) public func add(_ n: UInt64 = 1) {
+        #if !SLUICE_NO_STATS // a benchmark build measures what counting costs
+        storage.wrappingAdd(n, ordering: .relaxed)
+        #endif
+    }
+    public var load: UInt64 { storage.load(ordering: .relaxed) }
+    public var value: UInt64 { load }
+    public func store(_ v: UInt64) { storage.store(v, ordering: .relaxed) }
 }
 
 /// Monotonic nanoseconds.

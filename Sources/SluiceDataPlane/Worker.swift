@@ -22,7 +22,10 @@ public final class DatabaseHolder: Sendable {
 public final class Worker: @unchecked Sendable {
     public let index: Int
     public let stats: WorkerStats
-    let nfq: NFQueue
+    /// nil for an in-memory worker (benchmarks): verdicts are built but not sent.
+    let nfq: NFQueue?
+    let queueNumber: UInt16
+    let fd: Int32
     let holder: DatabaseHolder
     let markShift: Int
     let passthrough: Bool
@@ -33,14 +36,36 @@ public final class Worker: @unchecked Sendable {
     /// Raw sockets (IPv4, IPv6) for packets that changed address family; -1 when absent.
     var rawSockets: (Int32, Int32) = (-1, -1)
 
-    public init(index: Int, queue: NFQueue, holder: DatabaseHolder, markShift: Int, passthrough: Bool, batch: Int = 32) {
+    public init(index: Int, queue: NFQueue?, queueNumber: UInt16? = nil, holder: DatabaseHolder, markShift: Int,
+                passthrough: Bool, batch: Int = 32) {
         self.index = index
         self.nfq = queue
+        self.queueNumber = queue?.queue ?? queueNumber ?? 0
+        self.fd = queue?.fd ?? -1
         self.holder = holder
         self.markShift = markShift
         self.passthrough = passthrough
-        self.stats = WorkerStats(queue: Int(queue.queue))
+        self.stats = WorkerStats(queue: Int(self.queueNumber))
         self.io = QueueIO(slots: batch)
+    }
+
+    /// Fills the receive slots with the messages the kernel would send for `packets`
+    /// (IPv4 or IPv6, as queued in `hook`), for in-process benchmarks. Returns the count.
+    public func loadFakeBatch(_ packets: [[UInt8]], hook: UInt8 = 3) -> Int {
+        let n = min(packets.count, io.slots)
+        for i in 0..<n {
+            let p = packets[i]
+            let proto: UInt16 = p.first.map { $0 >> 4 == 6 ? 0x86DD : 0x0800 } ?? 0x0800
+            let len = io.receive.withUnsafeMutableBytes { buf in
+                p.withUnsafeBytes { src in
+                    sluice_nfq_build_packet(buf.baseAddress! + i * QueueIO.slotSize, QueueIO.slotSize, queueNumber,
+                                            UInt32(i + 1), proto, hook, src.baseAddress, src.count)
+                }
+            }
+            io.lengths[i] = UInt32(max(0, len))
+            io.truncated[i] = 0
+        }
+        return n
     }
 
     public func stop() { running.store(false, ordering: .relaxed) }
@@ -48,7 +73,7 @@ public final class Worker: @unchecked Sendable {
     public func run() {
         while running.load(ordering: .relaxed) {
             stats.heartbeat.store(monotonicNanos())
-            let n = io.receiveBatch(fd: nfq.fd, wait: true)
+            let n = io.receiveBatch(fd: fd, wait: true)
             if n < 0 {
                 switch Int32(-n) {
                 case EAGAIN, EINTR: continue
@@ -60,7 +85,8 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
-    func processBatch(count n: Int) {
+    /// Runs every received message of the batch through the core and sends the verdicts.
+    public func processBatch(count n: Int) {
         stats.batches.add()
         if UInt64(n) > stats.maxBatch.load { stats.maxBatch.store(UInt64(n)) }
         let db = holder.database
@@ -79,12 +105,14 @@ public final class Worker: @unchecked Sendable {
                 handle(msg, slot: slot, database: db, context: ctx)
             }
         }
-        if io.flush(fd: nfq.fd) < 0 { stats.ioErrors.add() }
+        if io.flush(fd: fd) < 0 { stats.ioErrors.add() }
     }
 
     @inline(__always)
     func handle(_ msg: sluice_nfq_message, slot: Int, database db: SecurityDatabase, context ctx: ProcessingContext) {
+        #if !SLUICE_NO_STATS
         let start = monotonicNanos()
+        #endif
         stats.received.add()
         stats.bytesIn.add(UInt64(msg.payload_len))
         let mark = RulesetBuilder.verdictMark(original: msg.has_mark != 0 ? msg.mark : 0, shift: markShift)
@@ -126,7 +154,9 @@ public final class Worker: @unchecked Sendable {
             stats.drop(reason)
             verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
         }
+        #if !SLUICE_NO_STATS
         stats.recordLatency(monotonicNanos() &- start)
+        #endif
     }
 
     static let hookPrerouting: UInt8 = 0 // NF_INET_PRE_ROUTING
@@ -162,12 +192,12 @@ public final class Worker: @unchecked Sendable {
             let ok: Bool
             if rewritten {
                 stats.bytesOut.add(UInt64(packet.count))
-                ok = packet.withBytes { io.addVerdict(queue: nfq.queue, id: id, accept: accept, mark: mark, payload: $0) }
+                ok = packet.withBytes { io.addVerdict(queue: queueNumber, id: id, accept: accept, mark: mark, payload: $0) }
             } else {
-                ok = io.addVerdict(queue: nfq.queue, id: id, accept: accept, mark: mark, payload: nil)
+                ok = io.addVerdict(queue: queueNumber, id: id, accept: accept, mark: mark, payload: nil)
             }
             if ok { return }
-            if io.flush(fd: nfq.fd) < 0 { stats.ioErrors.add() }
+            if io.flush(fd: fd) < 0 { stats.ioErrors.add() }
         }
         stats.ioErrors.add() // cannot happen: an empty buffer holds any packet
     }

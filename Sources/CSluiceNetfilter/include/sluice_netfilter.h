@@ -74,6 +74,11 @@ int sluice_nfq_put_verdict(void *buf, size_t cap, uint16_t queue, uint32_t packe
 int sluice_recv_batch(int fd, void *bufs, size_t buf_len, int count,
                       uint32_t *lens, uint8_t *truncated, int dont_wait);
 
+/// Builds the NFQNL_MSG_PACKET message the kernel would send for `payload` (benchmarks
+/// and tests use it as a fake kernel). Returns its length or -1 if cap is short.
+int sluice_nfq_build_packet(void *buf, size_t cap, uint16_t queue, uint32_t packet_id, uint16_t hw_protocol,
+                            uint8_t hook, const void *payload, size_t payload_len);
+
 /// accept4 with SOCK_CLOEXEC; returns the fd or -errno.
 int sluice_accept(int fd);
 

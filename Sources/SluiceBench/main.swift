@@ -1,0 +1,126 @@
+// sluice-bench: figures, not tests. Run through bench/*.sh, which also runs the
+// baselines (openssl speed, other builds) in the same script, for ratios.
+//   sluice-bench crypto [seconds]                      seal and open per algorithm and size
+//   sluice-bench worker THREADS [seconds] [proposal] [size]   the worker loop, in process
+import Foundation
+import SluiceCore
+import SluiceDataPlane
+
+func now() -> Double { Double(monotonicNanos()) / 1e9 }
+
+func key(_ p: Proposal) -> SecretBytes { SecretBytes((0..<p.keyMaterialLength).map { UInt8(truncatingIfNeeded: $0 * 7 + 3) }) }
+
+func ipv4UDP(size: Int, src: String = "198.51.100.7", dst: String = "203.0.113.9") -> [UInt8] {
+    let payload = 8 + size
+    let total = 20 + payload
+    var p: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0, 1, 0x40, 0, 64, 17, 0, 0]
+    p += IPAddress(src)!.bytes + IPAddress(dst)!.bytes
+    p += [0x13, 0x88, 0x00, 0x35, UInt8(payload >> 8), UInt8(payload & 0xFF), 0, 0]
+    p += (0..<size).map { UInt8(truncatingIfNeeded: $0) }
+    var sum: UInt32 = 0
+    for i in stride(from: 0, to: 20, by: 2) { sum += UInt32(p[i]) << 8 | UInt32(p[i + 1]) }
+    while sum >> 16 != 0 { sum = (sum & 0xFFFF) + (sum >> 16) }
+    let c = ~UInt16(sum)
+    p[10] = UInt8(c >> 8); p[11] = UInt8(c & 0xFF)
+    return p
+}
+
+func pair(_ p: Proposal, lanes: Int = 1) throws -> (SecurityDatabase, SecurityDatabase, SecurityAssociation) {
+    let out = SAConfig(name: "o", direction: .outbound, spi: 0x1001, mode: .tunnel, local: IPAddress("192.0.2.1")!,
+                       remote: IPAddress("192.0.2.2")!, proposal: p, keyMaterial: key(p), esn: true, mtu: 65535)
+    var inn = out
+    inn.name = "i"; inn.direction = .inbound; inn.local = out.remote; inn.remote = out.local
+    inn.replayWindow = 0 // the benchmark re-opens packets; replay checking is measured in the tests
+    let so = try SecurityAssociation(config: out, lanes: lanes)
+    let si = try SecurityAssociation(config: inn, lanes: lanes)
+    let sender = try SecurityDatabase(policies: [Policy(direction: .outbound, selector: TrafficSelector(), action: .protect(sa: "o"))], associations: [so])
+    let receiver = try SecurityDatabase(policies: [Policy(direction: .inbound, selector: TrafficSelector(), action: .protect(sa: "i"))], associations: [si])
+    return (sender, receiver, so)
+}
+
+/// Seal and open throughput per algorithm and inner packet size (payload bytes/s, like openssl speed).
+func cryptoBench(seconds: Double) throws {
+    print("proposal,size,seal_pps,seal_MBps,open_pps,open_MBps")
+    for p in Proposal.allCases {
+        for size in [64, 512, 1400, 8000] {
+            let (sender, receiver, _) = try pair(p)
+            let inner = ipv4UDP(size: size - 28)
+            var buf = PacketBuffer()
+            let ctx = ProcessingContext()
+            // Seal.
+            var n = 0
+            var t0 = now()
+            var t1 = t0
+            while t1 - t0 < seconds {
+                for _ in 0..<256 {
+                    try buf.load(inner)
+                    guard PacketProcessor.process(&buf, database: sender, context: ctx) == .sealed else { fatalError("seal failed") }
+                }
+                n += 256
+                t1 = now()
+            }
+            let sealPPS = Double(n) / (t1 - t0)
+            let wire = buf.bytes
+            n = 0
+            t0 = now(); t1 = t0
+            while t1 - t0 < seconds {
+                for _ in 0..<256 {
+                    try buf.load(wire)
+                    guard PacketProcessor.process(&buf, database: receiver, context: ctx) == .opened else { fatalError("open failed") }
+                }
+                n += 256
+                t1 = now()
+            }
+            let openPPS = Double(n) / (t1 - t0)
+            print(String(format: "%@,%d,%.0f,%.1f,%.0f,%.1f", p.rawValue, size, sealPPS, sealPPS * Double(size) / 1e6, openPPS, openPPS * Double(size) / 1e6))
+        }
+    }
+}
+
+/// The worker loop over an in-memory queue: NFQUEUE messages in, ESP sealed, verdict
+/// messages built, exactly as in the daemon, without the syscalls.
+func workerBench(threads: Int, seconds: Double, proposal: Proposal, size: Int) throws {
+    let (sender, _, _) = try pair(proposal, lanes: threads)
+    let holder = DatabaseHolder(sender)
+    let batch = 32
+    let packets = (0..<batch).map { _ in ipv4UDP(size: size - 28) }
+    let workers = (0..<threads).map { Worker(index: $0, queue: nil, queueNumber: UInt16($0), holder: holder, markShift: 16, passthrough: false, batch: batch) }
+    let counts = (0..<threads).map { _ in Counter() }
+    let group = DispatchGroup()
+    let start = now()
+    for (i, w) in workers.enumerated() {
+        let n = w.loadFakeBatch(packets)
+        group.enter()
+        let counter = counts[i]
+        Thread {
+            var done = 0
+            while now() - start < seconds {
+                for _ in 0..<64 { w.processBatch(count: n) }
+                done += 64 * n
+            }
+            counter.store(UInt64(done))
+            group.leave()
+        }.start()
+    }
+    group.wait()
+    let elapsed = now() - start
+    let total = counts.reduce(0) { $0 + Int($1.value) }
+    let sealed = workers.reduce(UInt64(0)) { $0 + $1.stats.sealed.load }
+    print(String(format: "threads=%d proposal=%@ size=%d pps=%.0f Gbit/s=%.2f sealed_counted=%llu", threads, proposal.rawValue, size,
+                 Double(total) / elapsed, Double(total) * Double(size) * 8 / elapsed / 1e9, sealed))
+}
+
+let args = CommandLine.arguments
+switch args.count > 1 ? args[1] : "" {
+case "crypto":
+    try cryptoBench(seconds: args.count > 2 ? Double(args[2]) ?? 0.5 : 0.5)
+case "worker":
+    let threads = args.count > 2 ? Int(args[2]) ?? 1 : 1
+    let secs = args.count > 3 ? Double(args[3]) ?? 3 : 3
+    let p = args.count > 4 ? Proposal(rawValue: args[4]) ?? .aes128gcm16 : .aes128gcm16
+    let size = args.count > 5 ? Int(args[5]) ?? 1400 : 1400
+    try workerBench(threads: threads, seconds: secs, proposal: p, size: size)
+default:
+    print("usage: sluice-bench crypto [seconds] | worker THREADS [seconds] [proposal] [size]")
+    exit(2)
+}

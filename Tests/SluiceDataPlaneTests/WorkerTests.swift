@@ -1,0 +1,96 @@
+import Testing
+@testable import SluiceConfig
+@testable import SluiceCore
+@testable import SluiceDataPlane
+
+/// The worker against a fake kernel: real NFQUEUE packet messages in, and the verdict
+/// messages it would send decoded byte by byte. No root, no sockets.
+@Suite("Worker and netlink verdicts")
+struct WorkerTests {
+    struct Verdict { let id: UInt32; let verdict: UInt32; let mark: UInt32?; let payload: [UInt8]?; let payloadAttrLength: Int? }
+
+    /// Decodes a train of NFQNL_MSG_VERDICT messages (nlmsghdr, nfgenmsg, attributes).
+    func decode(_ b: [UInt8]) -> [Verdict] {
+        func u16le(_ o: Int) -> Int { Int(b[o]) | Int(b[o + 1]) << 8 }
+        func u32le(_ o: Int) -> Int { u16le(o) | u16le(o + 2) << 16 }
+        func u32be(_ o: Int) -> UInt32 { UInt32(b[o]) << 24 | UInt32(b[o + 1]) << 16 | UInt32(b[o + 2]) << 8 | UInt32(b[o + 3]) }
+        var out: [Verdict] = []
+        var off = 0
+        while off + 16 <= b.count {
+            let len = u32le(off)
+            var a = off + 16 + 4
+            var id: UInt32 = 0, verdict: UInt32 = 0, mark: UInt32? = nil, payload: [UInt8]? = nil, plen: Int? = nil
+            while a + 4 <= off + len {
+                let alen = u16le(a), type = u16le(a + 2) & 0x7FFF
+                switch type {
+                case 2: verdict = u32be(a + 4); id = u32be(a + 8)        // NFQA_VERDICT_HDR
+                case 3: mark = u32be(a + 4)                               // NFQA_MARK
+                case 10: payload = Array(b[(a + 4)..<(a + alen)]); plen = alen  // NFQA_PAYLOAD
+                default: break
+                }
+                a += (alen + 3) & ~3
+            }
+            out.append(Verdict(id: id, verdict: verdict, mark: mark, payload: payload, payloadAttrLength: plen))
+            off += (len + 3) & ~3
+        }
+        return out
+    }
+
+    func udp(_ size: Int, dst: String) -> [UInt8] {
+        let total = 28 + size
+        var p: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0, 1, 0, 0, 64, 17, 0, 0]
+        p += IPAddress("198.51.100.7")!.bytes + IPAddress(dst)!.bytes
+        p += [0, 1, 0, 2, UInt8((8 + size) >> 8), UInt8((8 + size) & 0xFF), 0, 0] + [UInt8](repeating: 0xAB, count: size)
+        p.withUnsafeMutableBytes { IPv4Header.fixChecksum($0, headerLength: 20) }
+        return p
+    }
+
+    @Test("one verdict per packet: ESP with an exact-length payload, drops without, marks set")
+    func verdicts() throws {
+        let key = SecretBytes([UInt8](repeating: 7, count: 20))
+        let sa = try SecurityAssociation(config: SAConfig(name: "o", direction: .outbound, spi: 0x1001, mode: .tunnel,
+                                                           local: IPAddress("192.0.2.1")!, remote: IPAddress("192.0.2.2")!,
+                                                           proposal: .aes128gcm16, keyMaterial: key))
+        let db = try SecurityDatabase(policies: [
+            Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.66/32")), action: .discard),
+            Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.0/24")), action: .protect(sa: "o")),
+        ], associations: [sa])
+        let w = Worker(index: 0, queue: nil, queueNumber: 3, holder: DatabaseHolder(db), markShift: 16, passthrough: false)
+        w.io.keepLastTrain = true
+        let packets = [udp(1, dst: "203.0.113.9"), udp(100, dst: "203.0.113.66"), udp(1373, dst: "203.0.113.10"), [0x45, 0, 0]]
+        let n = w.loadFakeBatch(packets)
+        w.processBatch(count: n)
+        let v = decode(w.io.lastTrain)
+        #expect(v.map(\.id) == [1, 2, 3, 4], "every packet gets exactly one verdict, in order")
+        #expect(v.map(\.verdict) == [1, 0, 1, 0])
+        #expect(v[0].mark == 0x0080_0000 && v[2].mark == 0x0080_0000, "processed bit set on accept")
+        #expect(v[1].payload == nil && v[3].payload == nil)
+        for i in [0, 2] {
+            let p = try #require(v[i].payload)
+            #expect(v[i].payloadAttrLength == 4 + p.count, "nla_len counts the payload exactly, no padding")
+            let h = try parse(p)
+            #expect(h.proto == IPProto.esp && h.totalLength == p.count)
+        }
+        #expect(w.stats.sealed.load == 2 && w.stats.dropped.load == 2)
+        #expect(w.stats.drops[DropReason.policyDiscard.index].load == 1)
+        #expect(w.stats.drops[DropReason.truncated.index].load == 1)
+    }
+
+    @Test("passthrough accepts unchanged, without a payload")
+    func passthrough() throws {
+        let db = try SecurityDatabase(policies: [], associations: [])
+        let w = Worker(index: 0, queue: nil, holder: DatabaseHolder(db), markShift: 8, passthrough: true)
+        w.io.keepLastTrain = true
+        w.processBatch(count: w.loadFakeBatch([udp(10, dst: "203.0.113.1")]))
+        let v = decode(w.io.lastTrain)
+        #expect(v.count == 1 && v[0].verdict == 1 && v[0].payload == nil && v[0].mark == 0x8000)
+    }
+
+    func parse(_ b: [UInt8]) throws -> IPHeaderInfo {
+        var r: Result<IPHeaderInfo, DropReason> = .failure(.truncated)
+        b.withUnsafeBytes { p in
+            do throws(DropReason) { r = .success(try IPHeaderInfo.parse(p)) } catch { r = .failure(error) }
+        }
+        return try r.get()
+    }
+}
