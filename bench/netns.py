@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from lab import Daemon, Lab, SAPair, inner_on_loopback, two_hosts  # noqa: E402
+from lab import Lab, sluice_host_pair, two_hosts  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 SECS = float(sys.argv[2]) if len(sys.argv) > 2 else 2
@@ -18,17 +18,8 @@ DEADLINE = time.time() + 11 * 60  # a hard bound on the whole run
 
 
 def setup_sluice(lab, mode, proposal, queues, passthrough=False):
-    a, b = two_hosts(lab)
-    extra = "passthrough = true\n" if passthrough else ""
-    if mode == "tunnel":
-        inner_on_loopback(lab, a, b, "192.0.2.1", "192.0.2.2", "198.51.100.1/32", "203.0.113.1/32")
-        pair = SAPair("tunnel", proposal, "192.0.2.1", "192.0.2.2", "198.51.100.0/24", "203.0.113.0/24")
-        target, src = "203.0.113.1", "198.51.100.1"
-    else:
-        pair = SAPair("transport", proposal, "192.0.2.1", "192.0.2.2", "192.0.2.1/32", "192.0.2.2/32")
-        target, src = "192.0.2.2", "192.0.2.1"
-    Daemon(lab, a, "a", pair.config("a", "@HEADER@"), queues=queues, extra_header=extra).start()
-    Daemon(lab, b, "b", pair.config("b", "@HEADER@"), queues=queues, extra_header=extra).start()
+    a, b, _, _, _, target, src = sluice_host_pair(lab, mode, proposal, queues=queues,
+                                                  extra_header="passthrough = true\n" if passthrough else "")
     return a, b, target, src
 
 

@@ -53,7 +53,7 @@ public enum ESP {
             }
         }
 
-        try sa.account(bytes: plainLen, now: context.now)
+        try sa.account(bytes: plainLen, now: context.now, lane: context.lane)
         let seq = try sa.takeSequence()
 
         if tunnel {
@@ -66,14 +66,17 @@ public enum ESP {
 
         let espStart = outerLen + udpLen
         let ptStart = espStart + espHeader
-        let ipID = tunnel && c.local.family == .v4 ? sa.ipID.wrappingAdd(1, ordering: .relaxed).newValue : 0
+        // The outer IPv4 ID only has to be unique among packets that could be fragments of
+        // one another: the sequence number's low bits are, over 65536 packets, with no
+        // shared counter for workers to contend on.
+        let ipID = UInt16(truncatingIfNeeded: seq)
         try buf.withMutableBytes { (p) throws(DropReason) in
             writeU32(p, espStart, c.spi)
             writeU32(p, espStart + 4, UInt32(truncatingIfNeeded: seq))
             if prop.isAEAD {
                 writeU64(p, espStart + 8, seq) // RFC 4106 §3: a counter never repeats under one key
             } else if prop.ivLength > 0 {
-                try SecureRandom.fill(UnsafeMutableRawBufferPointer(rebasing: p[(espStart + 8)..<ptStart]))
+                try sa.transform(lane: context.lane).fillIV(UnsafeMutableRawBufferPointer(rebasing: p[(espStart + 8)..<ptStart]))
             }
             var t = ptStart + plainLen
             for _ in 0..<tfc { p[t] = 0; t += 1 }
@@ -208,7 +211,7 @@ public enum ESP {
         }
         // Only an authenticated packet may move the window.
         guard sa.replayUpdate(seq) else { sa.counters.replayDrops.add(1, ordering: .relaxed); throw .replay }
-        try sa.account(bytes: ctLen, now: context.now)
+        try sa.account(bytes: ctLen, now: context.now, lane: context.lane)
 
         let ptStart = espStart + espHeader
         let padLen = Int(try buf.u8(ptStart + ctLen - 2))

@@ -80,14 +80,24 @@ public enum SAEvent: Sendable, Equatable {
     case sequenceExhausted(sa: String)
 }
 
-/// Per-SA counters, updated with relaxed atomics from any worker.
+/// One lane's share of an SA's traffic counters: each worker adds to its own, on its
+/// own cache line, so two workers on one SA do not fight over the counters.
+final class LaneTally: Sendable {
+    let packets = Atomic<UInt64>(0)
+    let bytes = Atomic<UInt64>(0)
+}
+
+/// Per-SA counters. Traffic is tallied per lane and summed on read; refusals are rare
+/// and share one set of relaxed atomics.
 public final class SACounters: Sendable {
-    public let packets = Atomic<UInt64>(0)
-    public let bytes = Atomic<UInt64>(0)
+    let lanes: [LaneTally]
     public let replayDrops = Atomic<UInt64>(0)
     public let icvFailures = Atomic<UInt64>(0)
     public let otherDrops = Atomic<UInt64>(0)
-    init() {}
+    init(lanes: Int) { self.lanes = (0..<max(1, lanes)).map { _ in LaneTally() } }
+
+    public var packets: UInt64 { lanes.reduce(0) { $0 &+ $1.packets.load(ordering: .relaxed) } }
+    public var bytes: UInt64 { lanes.reduce(0) { $0 &+ $1.bytes.load(ordering: .relaxed) } }
 }
 
 /// One SA at run time: configuration, crypto lanes, sequence counter, replay window,
@@ -100,7 +110,7 @@ public final class SACounters: Sendable {
 public final class SecurityAssociation: @unchecked Sendable {
     public let config: SAConfig
     let lanes: [ESPTransform]
-    public let counters = SACounters()
+    public let counters: SACounters
     let nextSeq: Atomic<UInt64>
     let reservedThrough: Atomic<UInt64>
     let reserveLock = Mutex<Void>(())
@@ -112,8 +122,6 @@ public final class SecurityAssociation: @unchecked Sendable {
     let hardFired = Atomic<Bool>(false)
     let exhaustedFired = Atomic<Bool>(false)
     let onEvent: (@Sendable (SAEvent) -> Void)?
-    /// IPv4 identification for tunnel outer headers (per SA; wraps freely).
-    let ipID = Atomic<UInt16>(0)
 
     public init(config: SAConfig, lanes laneCount: Int = 1, store: SequenceStore = EphemeralSequenceStore(),
                 reserveBlock: UInt64 = 1 << 16, now: UInt64 = 0,
@@ -122,6 +130,7 @@ public final class SecurityAssociation: @unchecked Sendable {
         var ls: [ESPTransform] = []
         for _ in 0..<max(1, laneCount) { ls.append(try OpenSSLTransform(proposal: config.proposal, keyMaterial: config.keyMaterial)) }
         lanes = ls
+        counters = SACounters(lanes: ls.count)
         self.store = store
         self.reserveBlock = max(1, reserveBlock)
         let used = config.direction == .outbound ? try store.load(sa: config) : 0
@@ -131,7 +140,6 @@ public final class SecurityAssociation: @unchecked Sendable {
         replay = Mutex(ReplayWindow(size: config.replayWindow))
         installedAt = now
         self.onEvent = onEvent
-        ipID.store(UInt16(truncatingIfNeeded: config.spi), ordering: .relaxed)
     }
 
     public var name: String { config.name }
@@ -164,10 +172,15 @@ public final class SecurityAssociation: @unchecked Sendable {
     }
 
     /// Counts a packet against the lifetimes; throws when the hard limit is reached.
-    func account(bytes: Int, now: UInt64) throws(DropReason) {
+    func account(bytes: Int, now: UInt64, lane: Int) throws(DropReason) {
         let lt = config.lifetime
-        let p = counters.packets.wrappingAdd(1, ordering: .relaxed).newValue
-        let b = counters.bytes.wrappingAdd(UInt64(bytes), ordering: .relaxed).newValue
+        let tally = counters.lanes[lane % counters.lanes.count]
+        tally.packets.wrappingAdd(1, ordering: .relaxed)
+        tally.bytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+        guard hasLifetime else { return }
+        // Only SAs with a lifetime pay for summing the lanes.
+        let p = counters.packets
+        let b = counters.bytes
         let age = now >= installedAt ? now - installedAt : 0
         func over(_ limit: UInt64?, _ value: UInt64) -> Bool { limit.map { value >= $0 } ?? false }
         if over(lt.hardPackets, p) || over(lt.hardBytes, b) || over(lt.hardSeconds, age) {
@@ -182,6 +195,8 @@ public final class SecurityAssociation: @unchecked Sendable {
             }
         }
     }
+
+    var hasLifetime: Bool { config.lifetime != Lifetime() }
 
     /// True once the hard lifetime has passed (checked without counting a packet).
     public var isExpired: Bool { hardFired.load(ordering: .relaxed) }

@@ -3,6 +3,8 @@ import CSluiceCrypto
 /// The crypto one SA needs, for one worker lane. Implementations are not thread-safe;
 /// each worker owns its lane (see `SecurityAssociation.lanes`).
 public protocol ESPTransform: AnyObject {
+    /// Writes a fresh unpredictable IV (CBC) into `iv`.
+    func fillIV(_ iv: UnsafeMutableRawBufferPointer) throws(DropReason)
     /// Encrypts `data` in place and writes the ICV to `icv` (exactly `proposal.icvLength`).
     /// `iv` is the explicit IV in the packet (for CBC the caller fills it randomly).
     /// `authenticated` covers SPI .. end of ciphertext (for HMAC, after encryption).
@@ -57,6 +59,10 @@ public final class OpenSSLTransform: ESPTransform {
     var aad = [UInt8](repeating: 0, count: 12)
     var mac = [UInt8](repeating: 0, count: 32)
     var seqHighBytes = [UInt8](repeating: 0, count: 4)
+    /// CBC IVs come from the CSPRNG in blocks of 256, one RAND_bytes call per block
+    /// instead of per packet; every IV is still fresh, unpredictable and used once.
+    var ivPool = [UInt8](repeating: 0, count: 4096)
+    var ivPoolOffset = 4096
 
     public convenience init(proposal: Proposal, keyMaterial: SecretBytes) throws {
         let km = keyMaterial.bytes
@@ -132,6 +138,22 @@ public final class OpenSSLTransform: ESPTransform {
             }
         }
         guard ok == 1 else { throw .cryptoError }
+    }
+
+    public func fillIV(_ iv: UnsafeMutableRawBufferPointer) throws(DropReason) {
+        let n = iv.count
+        guard n <= ivPool.count else { try SecureRandom.fill(iv); return }
+        if ivPoolOffset + n > ivPool.count {
+            let ok = ivPool.withUnsafeMutableBytes { p in
+                sluice_random_bytes(p.baseAddress!.assumingMemoryBound(to: UInt8.self), p.count) == 1
+            }
+            guard ok else { throw .cryptoError }
+            ivPoolOffset = 0
+        }
+        for i in 0..<n { iv[i] = ivPool[ivPoolOffset + i] }
+        // Never hand out the same bytes twice.
+        for i in 0..<n { ivPool[ivPoolOffset + i] = 0 }
+        ivPoolOffset += n
     }
 
     public func seal(esp: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,

@@ -53,12 +53,7 @@ public final class ControlServer: @unchecked Sendable {
 
     public func run() {
         defer { close(fd); unlink(path) }
-        while running.load(ordering: .relaxed) {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let r = poll(&pfd, 1, 250)
-            if r <= 0 { continue }
-            let c = sluice_accept(fd)
-            if c < 0 { continue }
+        StreamSocket.acceptLoop(fd, running: running) { c in
             serve(c)
             drainAndClose(c)
         }
@@ -80,9 +75,7 @@ public final class ControlServer: @unchecked Sendable {
     }
 
     func serve(_ c: Int32) {
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        StreamSocket.setTimeouts(c, seconds: 2)
         var uid: UInt32 = .max
         guard sluice_peer_uid(c, &uid) == 0, uid == 0 || uid == geteuid() else {
             reply(c, ["error": "permission denied: the control socket serves root only"])
@@ -120,11 +113,39 @@ public final class ControlServer: @unchecked Sendable {
     func reply(_ c: Int32, _ obj: [String: Any]) {
         guard var data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) else { return }
         data.append(10)
-        var off = 0
-        while off < data.count {
-            let n = data.withUnsafeBytes { send(c, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
-            off += n
+        StreamSocket.sendAll(c, data)
+    }
+}
+
+/// The few stream-socket chores the control and metrics servers share.
+enum StreamSocket {
+    static func setTimeouts(_ fd: Int32, seconds: Int) {
+        var tv = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Sends all of `bytes` (never raising SIGPIPE); false when the peer went away.
+    @discardableResult
+    static func sendAll<C: ContiguousBytes>(_ fd: Int32, _ bytes: C) -> Bool {
+        bytes.withUnsafeBytes { p in
+            var off = 0
+            while off < p.count {
+                let n = send(fd, p.baseAddress! + off, p.count - off, Int32(MSG_NOSIGNAL))
+                if n <= 0 { return false }
+                off += n
+            }
+            return true
+        }
+    }
+
+    /// Accepts connections until `running` goes false, polling so a stop is noticed.
+    static func acceptLoop(_ fd: Int32, running: borrowing Atomic<Bool>, serve: (Int32) -> Void) {
+        while running.load(ordering: .relaxed) {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&pfd, 1, 250) <= 0 { continue }
+            let c = sluice_accept(fd)
+            if c >= 0 { serve(c) }
         }
     }
 }
@@ -140,8 +161,7 @@ public enum ControlClient {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Errno(errno) }
         defer { close(fd) }
-        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        StreamSocket.setTimeouts(fd, seconds: timeoutSeconds)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -151,8 +171,7 @@ public enum ControlClient {
             ap.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard r == 0 else { throw Errno(errno) }
-        let req = Array("{\"version\":\(ControlServer.protocolVersion),\"command\":\"\(command)\"}\n".utf8)
-        _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        StreamSocket.sendAll(fd, Array("{\"version\":\(ControlServer.protocolVersion),\"command\":\"\(command)\"}\n".utf8))
         var out = Data()
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {

@@ -114,20 +114,14 @@ public final class MetricsServer: @unchecked Sendable {
 
     public func run() {
         defer { close(fd) }
-        while running.load(ordering: .relaxed) {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            if poll(&pfd, 1, 250) <= 0 { continue }
-            let c = sluice_accept(fd)
-            if c < 0 { continue }
+        StreamSocket.acceptLoop(fd, running: running) { c in
             serve(c)
             close(c)
         }
     }
 
     func serve(_ c: Int32) {
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        StreamSocket.setTimeouts(c, seconds: 2)
         var buf = [UInt8](repeating: 0, count: 2048)
         var used = 0
         while used < buf.count {
@@ -154,13 +148,6 @@ public final class MetricsServer: @unchecked Sendable {
             status = "404 Not Found"
         }
         let head = Array("HTTP/1.0 \(status)\r\nContent-Type: \(type)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8)
-        for chunk in [head, body] {
-            var off = 0
-            while off < chunk.count {
-                let n = chunk.withUnsafeBytes { send(c, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
-                if n <= 0 { return }
-                off += n
-            }
-        }
+        if StreamSocket.sendAll(c, head) { StreamSocket.sendAll(c, body) }
     }
 }

@@ -135,21 +135,11 @@ public final class Worker: @unchecked Sendable {
             verdict(msg.packet_id, accept: true, mark: mark, rewritten: false)
         case .sealed, .opened:
             if outcome == .sealed { stats.sealed.add() } else { stats.opened.add() }
-            if mustInject(msg, sourceIsLocal: outcome == .sealed) {
-                inject()
-                verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
-            } else {
-                verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
-            }
+            passRewritten(msg, mark: mark, sourceIsLocal: outcome == .sealed)
         case let .icmpError(reason):
             stats.drop(reason)
             stats.icmpSent.add()
-            if mustInject(msg, sourceIsLocal: true) {
-                inject()
-                verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
-            } else {
-                verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
-            }
+            passRewritten(msg, mark: mark, sourceIsLocal: true)
         case let .drop(reason):
             stats.drop(reason)
             verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
@@ -174,6 +164,18 @@ public final class Worker: @unchecked Sendable {
         let v6 = first >> 4 == 6
         if v6 != (msg.hw_protocol == 0x86DD) { return true }
         return !v6 && sourceIsLocal && msg.hook == Worker.hookPrerouting
+    }
+
+    /// Hands the rewritten packet on: in the verdict, or on a raw socket when the kernel
+    /// could not take it back (see `mustInject`).
+    @inline(__always)
+    func passRewritten(_ msg: sluice_nfq_message, mark: UInt32, sourceIsLocal: Bool) {
+        if mustInject(msg, sourceIsLocal: sourceIsLocal) {
+            inject()
+            verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
+        } else {
+            verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
+        }
     }
 
     func inject() {

@@ -290,6 +290,23 @@ def inner_on_loopback(lab, a, b, via_a, via_b, inner_a, inner_b):
         lab.sh(b, f"ip {six(inner_a)}route add {inner_a} dev vb src {ib}")
 
 
+def sluice_host_pair(lab, mode, proposal, queues=2, esn=False, extra_header=""):
+    """Two hosts with Sluice on both: tunnel mode between inner addresses on lo
+    (198.51.100.1 -> 203.0.113.1), or transport mode between the outer ones.
+    Returns a, b, pair, daemon a, daemon b, the address to reach and the source to use."""
+    a, b = two_hosts(lab)
+    if mode == "tunnel":
+        inner_on_loopback(lab, a, b, "192.0.2.1", "192.0.2.2", "198.51.100.1/32", "203.0.113.1/32")
+        pair = SAPair("tunnel", proposal, "192.0.2.1", "192.0.2.2", "198.51.100.0/24", "203.0.113.0/24", esn=esn)
+        target, src = "203.0.113.1", "198.51.100.1"
+    else:
+        pair = SAPair("transport", proposal, "192.0.2.1", "192.0.2.2", "192.0.2.1/32", "192.0.2.2/32", esn=esn)
+        target, src = "192.0.2.2", "192.0.2.1"
+    da = Daemon(lab, a, "a", pair.config("a", "@HEADER@"), queues=queues, extra_header=extra_header).start()
+    db = Daemon(lab, b, "b", pair.config("b", "@HEADER@"), queues=queues, extra_header=extra_header).start()
+    return a, b, pair, da, db, target, src
+
+
 def packets(pcap):
     """The packets of a capture, through scapy."""
     from scapy.all import rdpcap  # noqa: imported lazily (slow)

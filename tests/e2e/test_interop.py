@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lab import Daemon, SAPair, esp_packets, inner_on_loopback, two_hosts
+from lab import Daemon, SAPair, esp_packets, sluice_host_pair, two_hosts
 
 TSHARK_NAMES = {"aes128gcm16": "AES-GCM with 16 octet ICV [RFC4106]", "aes256gcm16": "AES-GCM with 16 octet ICV [RFC4106]",
                 "aes128-sha256": "AES-CBC [RFC3602]", "aes256-sha256": "AES-CBC [RFC3602]"}
@@ -17,17 +17,7 @@ ENC_LEN = {"aes128-sha256": 16, "aes256-sha256": 32}
 
 
 def tunnel_pair(lab, proposal, mode="tunnel", esn=False):
-    a, b = two_hosts(lab)
-    if mode == "tunnel":
-        inner_on_loopback(lab, a, b, "192.0.2.1", "192.0.2.2", "198.51.100.1/32", "203.0.113.1/32")
-        pair = SAPair("tunnel", proposal, "192.0.2.1", "192.0.2.2", "198.51.100.0/24", "203.0.113.0/24", esn=esn)
-        target, src = "203.0.113.1", "198.51.100.1"
-    else:
-        pair = SAPair("transport", proposal, "192.0.2.1", "192.0.2.2", "192.0.2.1/32", "192.0.2.2/32", esn=esn)
-        target, src = "192.0.2.2", None
-    da = Daemon(lab, a, "a", pair.config("a", "@HEADER@")).start()
-    db = Daemon(lab, b, "b", pair.config("b", "@HEADER@")).start()
-    return a, b, pair, da, db, target, src
+    return sluice_host_pair(lab, mode, proposal, esn=esn)
 
 
 def tshark(lab, pcap, pair, fields):
@@ -56,6 +46,7 @@ def tshark(lab, pcap, pair, fields):
 @pytest.mark.parametrize("mode", ["tunnel", "transport"])
 def test_tshark_decrypts_sluice(lab, proposal, mode):
     a, b, pair, da, db, target, src = tunnel_pair(lab, proposal, mode)
+    src = src if mode == "tunnel" else None
     cap = lab.capture(b, "vb", "wire")
     lab.ping(a, target, count=5, src=src)
     sent, got = lab.tcp_transfer(b, a, target, nbytes=200_000, src=src)

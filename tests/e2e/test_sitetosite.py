@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from lab import Daemon, SAPair, clear_packets_between, esp_packets, inner_on_loopback, two_hosts
+from lab import Daemon, SAPair, clear_packets_between, esp_packets, sluice_host_pair
 
 NETS = {
     "v4": {"lan_a": "198.51.100.0/24", "lan_b": "203.0.113.0/24", "host_a": "198.51.100.10", "host_b": "203.0.113.10",
@@ -88,16 +88,7 @@ PROPOSALS = ["aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128-sha256"]
 @pytest.mark.parametrize("proposal", PROPOSALS)
 @pytest.mark.parametrize("mode", ["tunnel", "transport"])
 def test_every_proposal(lab, proposal, mode):
-    a, b = two_hosts(lab)
-    if mode == "tunnel":
-        inner_on_loopback(lab, a, b, "192.0.2.1", "192.0.2.2", "198.51.100.1/32", "203.0.113.1/32")
-        pair = SAPair("tunnel", proposal, "192.0.2.1", "192.0.2.2", "198.51.100.0/24", "203.0.113.0/24")
-        target, src = "203.0.113.1", "198.51.100.1"
-    else:
-        pair = SAPair("transport", proposal, "192.0.2.1", "192.0.2.2", "192.0.2.1/32", "192.0.2.2/32")
-        target, src = "192.0.2.2", None
-    da = Daemon(lab, a, "a", pair.config("a", "@HEADER@")).start()
-    db = Daemon(lab, b, "b", pair.config("b", "@HEADER@")).start()
+    a, b, pair, da, db, target, src = sluice_host_pair(lab, mode, proposal)
     cap = lab.capture(b, "vb", "wire")
     lab.ping(a, target, count=3, src=src)
     sent, got = lab.tcp_transfer(b, a, target, nbytes=8_000_000, src=src)
@@ -107,5 +98,5 @@ def test_every_proposal(lab, proposal, mode):
     assert sent == got
     if ok is not None:
         assert ok == len(sizes)
-    assert clear_packets_between(pcap, {src or "192.0.2.1", target}) == []
+    assert clear_packets_between(pcap, {src, target}) == []
     assert set(db.drops()) <= {"too_big"} and set(da.drops()) <= {"too_big"}
