@@ -11,15 +11,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 from lab import Lab, sluice_host_pair, two_hosts  # noqa: E402
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-SECS = float(sys.argv[2]) if len(sys.argv) > 2 else 2
+REPORT_ONLY = len(sys.argv) > 1 and sys.argv[1] == "--report"  # redraw from results.json
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 and not REPORT_ONLY else 3
+SECS = float(sys.argv[2]) if len(sys.argv) > 2 and not REPORT_ONLY else 1.5
 OUT = Path(__file__).resolve().parent / "results"
 DEADLINE = time.time() + 11 * 60  # a hard bound on the whole run
 
 
-def setup_sluice(lab, mode, proposal, queues, passthrough=False):
-    a, b, _, _, _, target, src = sluice_host_pair(lab, mode, proposal, queues=queues,
-                                                  extra_header="passthrough = true\n" if passthrough else "")
+def setup_sluice(lab, mode, proposal, queues, passthrough=False, batch=None, busy_poll=None):
+    extra = ("passthrough = true\n" if passthrough else "") + (f"batch = {batch}\n" if batch else "")
+    extra += f"busy_poll_us = {busy_poll}\n" if busy_poll else ""
+    a, b, _, _, _, target, src = sluice_host_pair(lab, mode, proposal, queues=queues, extra_header=extra)
     return a, b, target, src
 
 
@@ -36,27 +38,35 @@ def setup_wireguard(lab):
         pub = lab.sh(ns, f"echo {priv} | wg pubkey").stdout.strip()
         keys[ns] = (priv, pub)
     env = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 WG_PROCESS_FOREGROUND=1"
-    for ns, me, peer, inner, other, port_peer in ((a, "192.0.2.1", "192.0.2.2", "198.51.100.1", "203.0.113.0/24", 51821),
-                                                   (b, "192.0.2.2", "192.0.2.1", "203.0.113.1", "198.51.100.0/24", 51820)):
-        lab.popen(ns, f"env {env} wireguard-go -f wg0", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(50):
-            if lab.sh(ns, "ip link show wg0", check=False).returncode == 0:
+    # wireguard-go's UAPI socket (/var/run/wireguard/IFACE.sock) is shared by every
+    # namespace: each side needs an interface name of its own.
+    tag = os.getpid() % 10000
+    for ns, side, peer, inner, other, port, port_peer in ((a, "a", "192.0.2.2", "198.51.100.1", "203.0.113.0/24", 51820, 51821),
+                                                          (b, "b", "192.0.2.1", "203.0.113.1", "198.51.100.0/24", 51821, 51820)):
+        dev = f"wg{tag}{side}"
+        lab.popen(ns, f"env {env} wireguard-go -f {dev}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if lab.sh(ns, f"ip link show {dev}", check=False).returncode == 0:
                 break
             time.sleep(0.1)
-        keyfile = lab.workdir / f"wg-{ns}.key"
+        keyfile = lab.workdir / f"wg-{side}.key"
         keyfile.write_text(keys[ns][0] + "\n")
         os.chmod(keyfile, 0o600)
         peer_ns = b if ns == a else a
-        lab.sh(ns, f"wg set wg0 private-key {keyfile} listen-port {51820 if ns == a else 51821} "
+        lab.sh(ns, f"wg set {dev} private-key {keyfile} listen-port {port} "
                    f"peer {keys[peer_ns][1]} allowed-ips {other} endpoint {peer}:{port_peer}")
-        lab.sh(ns, f"ip addr add {inner}/32 dev wg0; ip link set wg0 mtu 1420 up; ip route add {other} dev wg0 src {inner}")
+        lab.sh(ns, f"ip addr add {inner}/32 dev {dev}; ip link set {dev} mtu 1420 up; ip route add {other} dev {dev} src {inner}")
     return a, b, "203.0.113.1", "198.51.100.1"
 
 
 def iperf(lab, a, b, target, src, args):
     srv = lab.popen(b, f"iperf3 -s -1 -B {target}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
-    r = lab.sh(a, f"iperf3 -c {target} -B {src} -t {SECS} -J {args}", check=False, timeout=SECS + 20)
+    try:
+        r = lab.sh(a, f"iperf3 -c {target} -B {src} -t {SECS} --connect-timeout 3000 -J {args}", check=False, timeout=SECS + 20)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+        return {"mbps": 0.0, "loss": None, "error": "timed out"}
     try:
         srv.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -66,8 +76,8 @@ def iperf(lab, a, b, target, src, args):
     except json.JSONDecodeError:
         return {"mbps": 0.0, "loss": None, "error": r.stderr[-200:]}
     end = j.get("end", {})
-    if "sum_received" in end:
-        return {"mbps": end["sum_received"]["bits_per_second"] / 1e6, "loss": None}
+    if "-u" not in args:
+        return {"mbps": end.get("sum_received", {}).get("bits_per_second", 0) / 1e6, "loss": None}
     s = end.get("sum", {})
     return {"mbps": s.get("bits_per_second", 0) * (1 - s.get("lost_percent", 0) / 100) / 1e6,
             "loss": s.get("lost_percent")}
@@ -84,7 +94,7 @@ def ping_latency(lab, a, target, src, count=200):
 
 def measure(lab, a, b, target, src):
     res = {}
-    res["latency_idle"] = ping_latency(lab, a, target, src)
+    res["latency_idle"] = ping_latency(lab, a, target, src, count=100)
     res["tcp1"] = iperf(lab, a, b, target, src, "")
     res["tcp2"] = iperf(lab, a, b, target, src, "-P 2")
     res["udp1400"] = iperf(lab, a, b, target, src, "-u -b 0 -l 1372")
@@ -101,11 +111,13 @@ def measure(lab, a, b, target, src):
 
 
 CASES = [("veth", lambda l: setup_veth(l)),
-         ("redirect (passthrough)", lambda l: setup_sluice(l, "transport", "aes128gcm16", 2, passthrough=True))]
+         ("redirect (passthrough)", lambda l: setup_sluice(l, "transport", "aes128gcm16", 2, passthrough=True)),
+         ("redirect naive (batch 1)", lambda l: setup_sluice(l, "transport", "aes128gcm16", 2, passthrough=True, batch=1))]
 for p in ("aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128-sha256"):
     for m in ("tunnel", "transport"):
         CASES.append((f"sluice {p} {m}", (lambda p, m: lambda l: setup_sluice(l, m, p, 2))(p, m)))
 CASES.append(("sluice aes128gcm16 tunnel 1 queue", lambda l: setup_sluice(l, "tunnel", "aes128gcm16", 1)))
+CASES.append(("sluice aes128gcm16 tunnel busy_poll 50us", lambda l: setup_sluice(l, "tunnel", "aes128gcm16", 2, busy_poll=50)))
 CASES.append(("wireguard-go", setup_wireguard))
 
 
@@ -116,25 +128,37 @@ def cpu_seconds():
 
 
 def main():
+    # Every case gets its namespaces and daemons once, up front (idle daemons cost
+    # nothing); then three rounds run over all of them in alternating order, so slow
+    # drift of the machine spreads over every case instead of favouring one.
     results = {name: [] for name, _ in CASES}
-    for rnd in range(ROUNDS):
-        order = CASES[rnd % len(CASES):] + CASES[:rnd % len(CASES)]
-        if rnd % 2:
-            order = list(reversed(order))
-        for name, setup in order:
-            if time.time() > DEADLINE:
-                print("time bound reached; stopping early", flush=True)
-                break
-            with Lab("bench") as lab:
-                a, b, target, src = setup(lab)
+    labs = []
+    try:
+        ready = []
+        for name, setup in CASES:
+            lab = Lab(f"b{len(labs)}")
+            labs.append(lab)
+            ready.append((name, lab, setup(lab)))
+            print(f"set up {name}", flush=True)
+        for rnd in range(ROUNDS):
+            order = ready[rnd % len(ready):] + ready[:rnd % len(ready)]
+            if rnd % 2:
+                order = list(reversed(order))
+            for name, lab, (a, b, target, src) in order:
+                if time.time() > DEADLINE:
+                    print("time bound reached; stopping early", flush=True)
+                    break
                 t0, idle0 = cpu_seconds()
                 r = measure(lab, a, b, target, src)
                 t1, idle1 = cpu_seconds()
                 r["cpu_busy_fraction"] = 1 - (idle1 - idle0) / max(1e-9, (t1 - t0))
                 results[name].append(r)
-                print(f"round {rnd + 1} {name:38} tcp1 {r['tcp1']['mbps']:8.0f} Mbit/s  tcp2 {r['tcp2']['mbps']:8.0f}  "
-                      f"udp1400 {r['udp1400']['mbps']:7.0f}  udp64 {r['udp64']['mbps']:6.1f}  "
-                      f"ping p50 {r['latency_idle']['p50_us'] if r['latency_idle'] else float('nan'):.0f} us", flush=True)
+                lat = r["latency_idle"]["p50_us"] if r["latency_idle"] else float("nan")
+                print(f"round {rnd + 1} {name:42} tcp1 {r['tcp1']['mbps']:7.0f} Mbit/s  tcp2 {r['tcp2']['mbps']:7.0f}  "
+                      f"udp1400 {r['udp1400']['mbps']:6.0f}  udp64 {r['udp64']['mbps']:5.1f}  ping p50 {lat:.0f} us", flush=True)
+    finally:
+        for lab in labs:
+            lab.close()
     report(results)
 
 
@@ -173,8 +197,10 @@ def report(results):
                      f"{med(name, 'udp64'):.1f} ({loss('udp64')}) | {lat('latency_idle')} | {lat('latency_loaded')} | {ratio:.2f} |")
     gcm = med("sluice aes128gcm16 tunnel", "tcp1")
     redirect = med("redirect (passthrough)", "tcp1")
+    naive = med("redirect naive (batch 1)", "tcp1")
     lines += ["", f"Sluice aes128gcm16 tunnel / wireguard-go, TCP 1 stream: {gcm / wg:.2f}x (target >= 2)" if wg else "",
-              f"Sluice aes128gcm16 tunnel / redirect alone, TCP 1 stream: {gcm / redirect:.2f}" if redirect else "",
+              f"Sluice aes128gcm16 tunnel / redirect alone (batched), TCP 1 stream: {gcm / redirect:.2f}" if redirect else "",
+              f"Sluice aes128gcm16 tunnel / naive redirect (one recv, verdict, syscall per packet), TCP 1 stream: {gcm / naive:.2f} (target >= 1)" if naive else "",
               f"2 queues / 1 queue, TCP 2 streams: {med('sluice aes128gcm16 tunnel', 'tcp2') / max(1e-9, med('sluice aes128gcm16 tunnel 1 queue', 'tcp2')):.2f}",
               f"added idle latency over veth, p50: {med('sluice aes128gcm16 tunnel', 'latency_idle_p50_us') - med('veth', 'latency_idle_p50_us'):.0f} us (target < 100)"]
     text = "\n".join(lines) + "\n"
@@ -194,8 +220,9 @@ def report(results):
             ax.bar([x + i * width for x in range(len(names))], medians, width, yerr=[lo, hi], capsize=2, label=k)
         ax.set_xticks([x + 1.5 * width for x in range(len(names))])
         ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
-        ax.set_ylabel("Mbit/s (median, min-max bars)")
-        ax.set_title(f"Sluice vs veth, redirect alone and wireguard-go ({ROUNDS} rounds, {SECS:.0f} s flows, 2 cores)")
+        ax.set_yscale("log")
+        ax.set_ylabel("Mbit/s, log scale (median, min-max bars)")
+        ax.set_title(f"Sluice vs veth, the redirect alone and wireguard-go ({ROUNDS} rounds, {SECS:g} s flows, 2 cores)")
         ax.legend()
         fig.tight_layout()
         fig.savefig(OUT / "chart.png", dpi=110)
@@ -204,4 +231,9 @@ def report(results):
 
 
 if __name__ == "__main__":
-    main()
+    if REPORT_ONLY:
+        saved = json.loads((OUT / "results.json").read_text())
+        ROUNDS, SECS = saved["rounds"], saved["seconds"]
+        report(saved["raw"])
+    else:
+        main()

@@ -3,7 +3,7 @@
 # plain veth, the NFQUEUE redirect alone, Sluice ESP (each proposal, tunnel and
 # transport), 1 vs 2 queues, and wireguard-go. Writes bench/results/{results.md,
 # results.json,chart.png}. Every flow is bounded in time; the run takes about 10 min.
-#   sudo bench/run.sh [rounds] [seconds-per-flow]      (defaults: 3 rounds, 2 s)
+#   sudo bench/run.sh [rounds] [seconds-per-flow]      (defaults: 3 rounds, 1.5 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

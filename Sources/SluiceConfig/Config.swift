@@ -54,6 +54,11 @@ public struct SluiceConfiguration: Sendable {
     public var logLevel: String
     /// Passes packets through the queues untouched (measures the redirect cost alone).
     public var passthrough: Bool
+    /// Packets per receive (recvmmsg) and verdicts per send; 1 = one syscall per packet.
+    public var batch: Int
+    /// After a batch, keep polling (without sleeping) this long for the next one: trades
+    /// CPU for latency, since waking a sleeping thread costs tens of microseconds. 0 = off.
+    public var busyPollMicros: Int
     /// Prometheus listener ("127.0.0.1:9816" or "[::1]:9816"); nil = off.
     public var metricsListen: (host: String, port: Int)?
     public var associations: [SAEntry]
@@ -173,7 +178,7 @@ struct Validator {
 
     static let sluiceKeys: Set<String> = ["queues", "queue_base", "fail", "state_dir", "control_socket", "mark_shift",
                                           "queue_maxlen", "receive_buffer", "default_out", "default_in", "mss_clamp",
-                                          "log_level", "passthrough", "metrics_listen"]
+                                          "log_level", "passthrough", "metrics_listen", "batch", "busy_poll_us"]
     static let saKeys: Set<String> = ["name", "direction", "spi", "mode", "local", "remote", "proposal", "key", "key_file",
                                       "esn", "replay_window", "mtu", "df", "tfc_pad", "nat_t",
                                       "soft_bytes", "hard_bytes", "soft_packets", "hard_packets", "soft_seconds", "hard_seconds"]
@@ -211,6 +216,8 @@ struct Validator {
         let logLevel = choice(s, "log_level", ["trace": "trace", "debug": "debug", "info": "info", "notice": "notice",
                                                 "warning": "warning", "error": "error"])?.0 ?? "info"
         let passthrough = bool(s, "passthrough") ?? false
+        let batch = Int(int(s, "batch", 1...64)?.0 ?? 32)
+        let busyPoll = Int(int(s, "busy_poll_us", 0...10_000)?.0 ?? 0)
         var metrics: (String, Int)? = nil
         if let (text, line) = string(s, "metrics_listen") {
             if let hp = Validator.hostPort(text) { metrics = hp } else {
@@ -251,7 +258,7 @@ struct Validator {
         return SluiceConfiguration(
             path: path, queues: queues, queueBase: queueBase, fail: fail, stateDir: stateDir, controlSocket: control,
             markShift: markShift, queueMaxLen: maxlen, receiveBuffer: rcvbuf, defaultOutbound: defaultOut,
-            defaultInbound: defaultIn, mssClamp: mss, logLevel: logLevel, passthrough: passthrough, metricsListen: metrics,
+            defaultInbound: defaultIn, mssClamp: mss, logLevel: logLevel, passthrough: passthrough, batch: batch, busyPollMicros: busyPoll, metricsListen: metrics,
             associations: sas, policies: policies, warnings: issues.filter(\.isWarning))
     }
 

@@ -45,6 +45,9 @@ public final class Daemon: @unchecked Sendable {
             throw DaemonError("invalid configuration:\n\(e)")
         }
         for w in config.warnings { logger.warning("\(w)") }
+        if config.passthrough {
+            logger.warning("passthrough = true: a measurement mode; PROTECT traffic is queued and passed IN CLEAR")
+        }
         self.logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
         do {
             store = try FileSequenceStore(directory: config.stateDir)
@@ -88,8 +91,10 @@ public final class Daemon: @unchecked Sendable {
             let q = UInt16(config.queueBase + i)
             do {
                 let nfq = try NFQueue(queue: q, options: opts)
-                let w = Worker(index: i, queue: nfq, holder: holder, markShift: config.markShift, passthrough: config.passthrough)
+                let w = Worker(index: i, queue: nfq, holder: holder, markShift: config.markShift,
+                               passthrough: config.passthrough, batch: config.batch)
                 let log = logger
+                w.busyPollNanos = UInt64(config.busyPollMicros) * 1000
                 w.onVerdictError = { code in log.debug("kernel refused a verdict on queue \(q): \(Errno(code))") }
                 workers.append(w)
             } catch {

@@ -210,7 +210,11 @@ public struct RulesetBuilder: Sendable {
             let m = RulesetBuilder.match(p.selector)
             let sel = m.isEmpty ? "" : m + " "
             switch p.action {
-            case .protect: out.append("\t\t\(sel)counter drop comment \"\(DropReason.clearProtected.rawValue) \(p.origin)\"")
+            case .protect:
+                // Passthrough measures the redirect alone: nothing is encrypted, so clear
+                // arrivals are expected and must not be dropped.
+                if config.passthrough { out.append("\t\t\(sel)return comment \"passthrough: clear allowed\"") }
+                else { out.append("\t\t\(sel)counter drop comment \"\(DropReason.clearProtected.rawValue) \(p.origin)\"") }
             case .bypass: out.append("\t\t\(sel)return")
             case .discard: out.append("\t\t\(sel)counter drop comment \"\(DropReason.policyDiscard.rawValue) \(p.origin)\"")
             }

@@ -32,6 +32,8 @@ public final class Worker: @unchecked Sendable {
     let running = Atomic<Bool>(true)
     let io: QueueIO
     var packet = PacketBuffer()
+    /// See `SluiceConfiguration.busyPollMicros`.
+    public var busyPollNanos: UInt64 = 0
     var onVerdictError: (@Sendable (Int32) -> Void)?
     /// Raw sockets (IPv4, IPv6) for packets that changed address family; -1 when absent.
     var rawSockets: (Int32, Int32) = (-1, -1)
@@ -82,6 +84,22 @@ public final class Worker: @unchecked Sendable {
                 }
             }
             processBatch(count: n)
+            if busyPollNanos > 0 { busyPoll() }
+        }
+    }
+
+    /// Polls without blocking until `busyPollNanos` pass with nothing to do.
+    func busyPoll() {
+        var deadline = monotonicNanos() &+ busyPollNanos
+        while running.load(ordering: .relaxed) && monotonicNanos() < deadline {
+            let m = io.receiveBatch(fd: fd, wait: false)
+            if m > 0 {
+                processBatch(count: m)
+                deadline = monotonicNanos() &+ busyPollNanos
+            } else if m < 0 && Int32(-m) != EAGAIN && Int32(-m) != EINTR {
+                if Int32(-m) == ENOBUFS { stats.receiveOverruns.add() } else { stats.ioErrors.add() }
+                return
+            }
         }
     }
 
