@@ -2,9 +2,9 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 BIN := .build/release/sluice
-VERSION := $(shell git describe --tags --always 2>/dev/null || echo 0.1)
+VERSION := 0.1+git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
 
-.PHONY: build test install uninstall deb clean
+.PHONY: build test install install-files uninstall deb clean
 
 build:
 	swift build -c release
@@ -12,7 +12,9 @@ build:
 test:
 	scripts/test.sh
 
-install: build
+install: build install-files
+
+install-files:
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/sluice
 	install -D -m 0644 systemd/sluice.service $(DESTDIR)/etc/systemd/system/sluice.service
 	sed -i 's#/usr/local/bin/sluice#$(PREFIX)/bin/sluice#g; s#/usr/local/share/doc#$(PREFIX)/share/doc#' $(DESTDIR)/etc/systemd/system/sluice.service
@@ -32,10 +34,13 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/sluice $(DESTDIR)$(PREFIX)/share/doc/sluice
 	@echo "kept /etc/sluice and /var/lib/sluice"
 
-deb: build
+# The package carries a binary with the Swift runtime linked in (a firewall has no
+# Swift toolchain), built in its own folder.
+deb:
+	swift build -c release --static-swift-stdlib --scratch-path .build-static
 	rm -rf .build/deb && mkdir -p .build/deb/DEBIAN
-	$(MAKE) install DESTDIR=$(CURDIR)/.build/deb PREFIX=/usr
-	printf 'Package: sluice\nVersion: %s\nArchitecture: amd64\nMaintainer: Sluice developers\nDepends: nftables, iptables, libssl3, libnetfilter-queue1, libmnl0\nDescription: user-space IPsec (ESP) data plane fed by nftables and NFQUEUE\n' "$$(echo $(VERSION) | sed 's/^[^0-9]*//; s/^$$/0.1/')" > .build/deb/DEBIAN/control
+	$(MAKE) install-files BIN=.build-static/release/sluice DESTDIR=$(CURDIR)/.build/deb PREFIX=/usr
+	printf 'Package: sluice\nVersion: %s\nArchitecture: amd64\nMaintainer: Sluice developers\nDepends: nftables, iptables, libssl3, libnetfilter-queue1, libmnl0\nDescription: user-space IPsec (ESP) data plane fed by nftables and NFQUEUE\n' "$(VERSION)" > .build/deb/DEBIAN/control
 	echo /etc/sluice/sluice.toml > .build/deb/DEBIAN/conffiles
 	dpkg-deb --root-owner-group --build .build/deb .build/sluice.deb
 

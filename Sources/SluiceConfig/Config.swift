@@ -22,7 +22,8 @@ public struct ConfigIssue: Error, Sendable, CustomStringConvertible, Equatable {
         self.file = file; self.line = line; self.message = message; self.isWarning = isWarning
     }
 
-    public var description: String { "\(file):\(line): \(isWarning ? "warning: " : "")\(message)" }
+    /// Line 0 means the file as a whole (it cannot be read, or something is missing from it).
+    public var description: String { "\(file):\(line > 0 ? "\(line):" : "") \(isWarning ? "warning: " : "")\(message)" }
 }
 
 /// All problems found in one pass, so an admin fixes them in one go.

@@ -82,17 +82,10 @@ public final class ControlServer: @unchecked Sendable {
             return
         }
         // One request line, at most 4 KiB.
-        var buf = [UInt8](repeating: 0, count: 4096)
-        var used = 0
-        while used < buf.count {
-            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress! + used, $0.count - used, 0) }
-            if n <= 0 { break }
-            used += n
-            if buf[0..<used].contains(10) { break }
-        }
-        guard used > 0 else { return }
-        guard used < buf.count || buf.contains(10) else { reply(c, ["error": "request too long (max 4096 bytes)"]); return }
-        let line = String(decoding: buf[0..<used].prefix { $0 != 10 }, as: UTF8.self)
+        let request = StreamSocket.readRequest(c, limit: 4096, until: [10])
+        guard !request.isEmpty else { return }
+        guard request.count < 4096 || request.contains(10) else { reply(c, ["error": "request too long (max 4096 bytes)"]); return }
+        let line = String(decoding: request.prefix { $0 != 10 }, as: UTF8.self)
         reply(c, handle(line))
     }
 
@@ -137,6 +130,20 @@ enum StreamSocket {
             }
             return true
         }
+    }
+
+    /// Reads until `terminator` arrives, the peer stops sending, or `limit` bytes.
+    static func readRequest(_ fd: Int32, limit: Int, until terminator: [UInt8]) -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: limit)
+        var used = 0
+        while used < limit {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + used, $0.count - used, 0) }
+            if n <= 0 { break }
+            used += n
+            let window = buf[max(0, used - n - terminator.count)..<used]
+            if window.firstRange(of: terminator) != nil { break }
+        }
+        return Array(buf[0..<used])
     }
 
     /// Accepts connections until `running` goes false, polling so a stop is noticed.

@@ -122,15 +122,7 @@ public final class MetricsServer: @unchecked Sendable {
 
     func serve(_ c: Int32) {
         StreamSocket.setTimeouts(c, seconds: 2)
-        var buf = [UInt8](repeating: 0, count: 2048)
-        var used = 0
-        while used < buf.count {
-            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress! + used, $0.count - used, 0) }
-            if n <= 0 { break }
-            used += n
-            if String(decoding: buf[0..<used], as: UTF8.self).contains("\r\n\r\n") { break }
-        }
-        let request = String(decoding: buf[0..<used], as: UTF8.self)
+        let request = String(decoding: StreamSocket.readRequest(c, limit: 2048, until: Array("\r\n\r\n".utf8)), as: UTF8.self)
         let line = request.split(separator: "\r\n").first.map(String.init) ?? ""
         let parts = line.split(separator: " ")
         let body: [UInt8]

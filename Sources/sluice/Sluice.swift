@@ -29,6 +29,16 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
+/// Loads a config, or prints every problem as FILE:LINE: message and exits 1.
+func loadConfigOrExit(_ path: String) throws -> SluiceConfiguration {
+    do {
+        return try ConfigLoader.load(path: path)
+    } catch let e as ConfigErrors {
+        for i in e.issues { FileHandle.standardError.write(Data("\(i)\n".utf8)) }
+        throw ExitCode(1)
+    }
+}
+
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the data plane in the foreground (systemd runs it this way).")
     @OptionGroup var options: ConfigOption
@@ -53,14 +63,9 @@ struct Check: ParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() throws {
-        do {
-            let cfg = try ConfigLoader.load(path: options.config)
-            for w in cfg.warnings { print(w) }
-            print("\(options.config): OK: \(cfg.associations.count) SA(s), \(cfg.policies.count) polic\(cfg.policies.count == 1 ? "y" : "ies"), \(cfg.queues) queue(s)")
-        } catch let e as ConfigErrors {
-            for i in e.issues { FileHandle.standardError.write(Data("\(i)\n".utf8)) }
-            throw ExitCode(1)
-        }
+        let cfg = try loadConfigOrExit(options.config)
+        for w in cfg.warnings { print(w) }
+        print("\(options.config): OK: \(cfg.associations.count) SA(s), \(cfg.policies.count) polic\(cfg.policies.count == 1 ? "y" : "ies"), \(cfg.queues) queue(s)")
     }
 }
 
@@ -71,11 +76,7 @@ struct Rules: ParsableCommand {
     var backend: BackendChoice = .auto
 
     func run() throws {
-        let cfg: SluiceConfiguration
-        do { cfg = try ConfigLoader.load(path: options.config) } catch let e as ConfigErrors {
-            for i in e.issues { FileHandle.standardError.write(Data("\(i)\n".utf8)) }
-            throw ExitCode(1)
-        }
+        let cfg = try loadConfigOrExit(options.config)
         var b = backend.forced ?? .native
         if backend == .auto, let (detected, _) = try? Firewall.detectBackend() { b = detected }
         print(RulesetBuilder(config: cfg, backend: b).describe(), terminator: "")
