@@ -5,7 +5,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from lab import Daemon, Lab, SAPair, esp_packets, inner_on_loopback, sluice_binary, two_hosts  # noqa: E402
+from lab import Daemon, Lab, SAPair, esp_packets, inner_on_loopback, sluice_binary, tshark, two_hosts  # noqa: E402
 
 
 def step(text):
@@ -49,18 +49,13 @@ def main():
         esp = esp_packets(pcap)
         print(f"... {len(esp)} ESP packets captured")
         step("tshark, an independent ESP implementation, decrypts them with the configured keys")
-        sa_opts = []
-        for i, (src, dst, spi, key) in enumerate([("192.0.2.1", "192.0.2.2", pair.spi_ab, pair.key_ab),
-                                                  ("192.0.2.2", "192.0.2.1", pair.spi_ba, pair.key_ba)]):
-            sa_opts.append(f'"IPv4","{src}","{dst}","{spi:#010x}","AES-GCM with 16 octet ICV [RFC4106]","0x{key}","NULL",""')
-        uat = "\n".join(sa_opts) + "\n"
-        prefs = lab.workdir / "tshark"
-        prefs.mkdir(exist_ok=True)
-        (prefs / "esp_sa").write_text(uat)
-        r = subprocess.run(["tshark", "-r", str(pcap), "-o", "esp.enable_encryption_decode:TRUE", "-c", "8",
-                            "-Y", "esp && (icmp || tcp)"], capture_output=True, text=True,
-                           env={**os.environ, "XDG_CONFIG_HOME": str(lab.workdir), "HOME": str(lab.workdir)})
-        print(r.stdout.strip() or r.stderr.strip())
+        rows = tshark(lab, pcap, pair, ["frame.number", "esp.spi", "esp.sequence", "ip.src", "ip.dst", "_ws.col.Info"])
+        decrypted = [r for r in rows if r[3].count(",") >= 1]  # outer and inner header: decrypted
+        for r in decrypted[:8]:
+            outer_src, inner_src = r[3].split(",")[:2]
+            outer_dst, inner_dst = r[4].split(",")[:2]
+            print(f"frame {r[0]:>6}  ESP spi {r[1]} seq {r[2]:>6}  {outer_src} > {outer_dst}  carries  {inner_src} > {inner_dst}  {r[5][:60]}")
+        print(f"... tshark decrypted {len(decrypted)} of {len(rows)} ESP packets")
         step("sluice stats (host a)")
         print(subprocess.run([sluice_binary(), "stats", "--socket", da.socket], capture_output=True, text=True).stdout)
         step("stop: rules removed, namespaces deleted")

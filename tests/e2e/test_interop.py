@@ -9,37 +9,13 @@ import sys
 
 import pytest
 
-from lab import Daemon, SAPair, esp_packets, sluice_host_pair, two_hosts
+from lab import TSHARK_NAMES, Daemon, SAPair, esp_packets, sluice_host_pair, tshark, two_hosts
 
-TSHARK_NAMES = {"aes128gcm16": "AES-GCM with 16 octet ICV [RFC4106]", "aes256gcm16": "AES-GCM with 16 octet ICV [RFC4106]",
-                "aes128-sha256": "AES-CBC [RFC3602]", "aes256-sha256": "AES-CBC [RFC3602]"}
 ENC_LEN = {"aes128-sha256": 16, "aes256-sha256": 32}
 
 
 def tunnel_pair(lab, proposal, mode="tunnel", esn=False):
     return sluice_host_pair(lab, mode, proposal, esn=esn)
-
-
-def tshark(lab, pcap, pair, fields):
-    """Decrypts a capture with tshark's own ESP code, given the SAs' keys."""
-    rows = []
-    for src, dst, spi, key in (("192.0.2.1", "192.0.2.2", pair.spi_ab, pair.key_ab),
-                               ("192.0.2.2", "192.0.2.1", pair.spi_ba, pair.key_ba)):
-        if pair.proposal in ENC_LEN:
-            n = ENC_LEN[pair.proposal] * 2
-            enc, auth = key[:n], f'"HMAC-SHA-256-128 [RFC4868]","0x{key[n:]}"'
-        else:
-            enc, auth = key, '"NULL",""'
-        rows.append(f'"IPv4","{src}","{dst}","{spi:#010x}","{TSHARK_NAMES[pair.proposal]}","0x{enc}",{auth}')
-    conf = lab.workdir / "wireshark"
-    conf.mkdir(exist_ok=True)
-    (conf / "esp_sa").write_text("\n".join(rows) + "\n")
-    r = subprocess.run(["tshark", "-r", str(pcap), "-o", "esp.enable_encryption_decode:TRUE",
-                        "-o", "esp.enable_authentication_check:TRUE", "-Y", "esp", "-T", "fields", "-E", "separator=|"]
-                       + sum([["-e", f] for f in fields], []),
-                       capture_output=True, text=True, env={**os.environ, "XDG_CONFIG_HOME": str(lab.workdir), "HOME": str(lab.workdir)})
-    assert r.returncode == 0, r.stderr
-    return [l.split("|") for l in r.stdout.splitlines() if l.strip()]
 
 
 @pytest.mark.parametrize("proposal", list(TSHARK_NAMES))
