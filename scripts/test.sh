@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 echo "== unit tests (swift test)"
+mkdir -p .build   # a fresh clone has none yet, and tee needs the folder
 swift test 2>&1 | tee .build/unit-tests.log | grep -vE "^(􀟈|◇) Test .* started|^Test Suite .* started" || true
 grep -qE "Test run with [0-9]+ tests? .* passed" .build/unit-tests.log || { echo "unit tests failed"; exit 1; }
 

@@ -35,12 +35,14 @@ public enum PacketProcessor {
                 }
             }
             let key = buf.withBytes { FlowKey(header: h, packet: $0) }
-            let (action, sa) = db.lookupOutbound(key)
-            switch action {
+            guard let policy = db.lookupOutbound(key) else {
+                return db.defaultOutbound == .bypass ? .unchanged : .drop(.noPolicy)
+            }
+            switch policy.policy.action {
             case .bypass: return .unchanged
-            case .discard: return .drop(sa == nil && db.outbound.allSatisfy({ !$0.policy.selector.matches(key) }) ? .noPolicy : .policyDiscard)
+            case .discard: return .drop(.policyDiscard)
             case .protect:
-                guard let sa else { return .drop(.noPolicy) }
+                guard let sa = policy.sa else { return .drop(.noPolicy) }
                 switch try ESP.seal(&buf, header: h, sa: sa, context: context) {
                 case .sealed: return .sealed
                 case let .tooBig(innerMTU):

@@ -115,11 +115,12 @@ public final class SecurityDatabase: Sendable {
         self.defaultInbound = defaultInbound
     }
 
-    /// First matching outbound policy (RFC 4301: ordered, first match wins).
+    /// First matching outbound policy (RFC 4301: ordered, first match wins); nil when
+    /// none matches and the default applies.
     @inline(__always)
-    public func lookupOutbound(_ k: FlowKey) -> (action: PolicyAction, sa: SecurityAssociation?) {
-        for p in outbound where p.policy.selector.matches(k) { return (p.policy.action, p.sa) }
-        return (defaultOutbound, nil)
+    public func lookupOutbound(_ k: FlowKey) -> ResolvedPolicy? {
+        for p in outbound where p.policy.selector.matches(k) { return p }
+        return nil
     }
 
     /// Inbound SA by SPI and destination (RFC 4301 §4.1); protocol is ESP by construction.
