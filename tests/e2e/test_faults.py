@@ -120,3 +120,19 @@ def test_bad_reload_keeps_running_config(lab):
     time.sleep(1)
     assert "reload refused" in da.log.read_text()
     lab.ping(a, "203.0.113.1", count=2, src="198.51.100.1")
+
+
+def test_readme_stop_safe_rule_blocks_clear_after_a_clean_stop(lab):
+    """The README's recipe: a rule in the admin's own table, after Sluice's chains, that
+    drops clear packets of the protected prefixes. Traffic flows while Sluice runs; after
+    a clean stop (rules removed) nothing leaves in clear."""
+    a, b, pair, da, db = tunnel(lab)
+    lab.sh(a, "nft add table inet admin; nft add chain inet admin out '{ type filter hook output priority 200; }';"
+              " nft add rule inet admin out ip daddr 203.0.113.0/24 meta l4proto != esp drop")
+    lab.ping(a, "203.0.113.1", count=3, src="198.51.100.1")
+    assert da.stop() == 0
+    cap = lab.capture(b, "vb", "wire")
+    r = lab.ping(a, "203.0.113.1", count=3, src="198.51.100.1", check=False)
+    pcap = cap.stop()
+    assert r.returncode != 0
+    assert clear_packets_between(pcap, {"198.51.100.1", "203.0.113.1"}) == []
