@@ -69,31 +69,24 @@ func cryptoBench(seconds: Double, sizes: [Int]) throws {
             let inner = ipv4UDP(size: size - 28)
             var buf = PacketBuffer()
             let ctx = ProcessingContext()
-            // Seal.
-            var n = 0
-            var t0 = now()
-            var t1 = t0
-            while t1 - t0 < seconds {
-                for _ in 0..<256 {
-                    try buf.load(inner)
-                    guard PacketProcessor.process(&buf, database: sender, context: ctx) == .sealed else { fatalError("seal failed") }
+            // Packets per second for `input` through `db`, which must give `expected` every time.
+            func rate(_ input: [UInt8], _ db: SecurityDatabase, _ expected: Outcome) throws -> Double {
+                var n = 0
+                let t0 = now()
+                var t1 = t0
+                while t1 - t0 < seconds {
+                    for _ in 0..<256 {
+                        try buf.load(input)
+                        guard PacketProcessor.process(&buf, database: db, context: ctx) == expected else { fatalError("\(expected) failed") }
+                    }
+                    n += 256
+                    t1 = now()
                 }
-                n += 256
-                t1 = now()
+                return Double(n) / (t1 - t0)
             }
-            let sealPPS = Double(n) / (t1 - t0)
+            let sealPPS = try rate(inner, sender, .sealed)
             let wire = buf.bytes
-            n = 0
-            t0 = now(); t1 = t0
-            while t1 - t0 < seconds {
-                for _ in 0..<256 {
-                    try buf.load(wire)
-                    guard PacketProcessor.process(&buf, database: receiver, context: ctx) == .opened else { fatalError("open failed") }
-                }
-                n += 256
-                t1 = now()
-            }
-            let openPPS = Double(n) / (t1 - t0)
+            let openPPS = try rate(wire, receiver, .opened)
             let bare = try transformOnly(p, size: size, seconds: seconds)
             print(String(format: "%@,%d,%.0f,%.1f,%.0f,%.1f,%.1f", p.rawValue, size, sealPPS, sealPPS * Double(size) / 1e6, openPPS, openPPS * Double(size) / 1e6, bare))
         }

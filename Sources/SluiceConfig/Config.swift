@@ -67,19 +67,6 @@ public struct SluiceConfiguration: Sendable {
     public var warnings: [ConfigIssue]
 }
 
-extension SluiceConfiguration {
-    /// True when a tunnel SA may carry the other address family than its outer one.
-    public var mayChangeFamily: Bool {
-        associations.contains { sa in
-            guard sa.config.mode == .tunnel else { return false }
-            return policies.contains { p in
-                guard case let .protect(name) = p.action, name == sa.config.name else { return false }
-                return p.selector.family.map { $0 != sa.config.local.family } ?? true
-            }
-        }
-    }
-}
-
 public enum ConfigLoader {
     public static let defaultStateDir = "/var/lib/sluice"
     public static let defaultControlSocket = "/run/sluice/control.sock"

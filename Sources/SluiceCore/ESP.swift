@@ -194,9 +194,8 @@ public enum ESP {
         guard ctLen % prop.alignment == 0 else { sa.counters.otherDrops.add(1, ordering: .relaxed); throw .badLength }
         guard !sa.isExpired else { throw .saExpired }
 
-        let seqHigh: UInt32? = c.esn ? sa.inferSeqHigh(seqLow) : nil
-        let seq = UInt64(seqHigh ?? 0) << 32 | UInt64(seqLow)
-        guard sa.replayCheck(seq) else { sa.counters.replayDrops.add(1, ordering: .relaxed); throw .replay }
+        let (seqHigh, seq, fresh) = sa.replayPrecheck(low: seqLow)
+        guard fresh else { sa.counters.replayDrops.add(1, ordering: .relaxed); throw .replay }
 
         let start = espStart
         do {

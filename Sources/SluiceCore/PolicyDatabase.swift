@@ -140,12 +140,6 @@ public final class SecurityDatabase: Sendable {
         return false
     }
 
-    /// The first inbound policy matching a clear (not decrypted) packet.
-    public func lookupInboundClear(_ k: FlowKey) -> PolicyAction {
-        for p in inbound where p.policy.selector.matches(k) { return p.policy.action }
-        return defaultInbound
-    }
-
     public func association(named name: String) -> SecurityAssociation? {
         associations.first { $0.name == name }
     }

@@ -47,11 +47,13 @@ public struct SAConfig: Sendable {
         self.mtu = mtu; self.dfPolicy = dfPolicy; self.udpEncapsulation = udpEncapsulation
     }
 
-    /// Same SA in every respect that affects the wire (used to keep state across reloads).
-    public func sameWireIdentity(as o: SAConfig) -> Bool {
+    /// Same SA in every setting: a reload then keeps the running SA (its sequence counter,
+    /// replay window and counters) instead of starting a new one.
+    public func isUnchanged(comparedTo o: SAConfig) -> Bool {
         name == o.name && direction == o.direction && spi == o.spi && mode == o.mode && local == o.local
             && remote == o.remote && proposal == o.proposal && keyMaterial == o.keyMaterial && esn == o.esn
             && replayWindow == o.replayWindow && udpEncapsulation == o.udpEncapsulation
+            && lifetime == o.lifetime && mtu == o.mtu && tfcPadTo == o.tfcPadTo && dfPolicy == o.dfPolicy
     }
 
     /// Largest sequence number this SA may send.
@@ -201,7 +203,15 @@ public final class SecurityAssociation: @unchecked Sendable {
     /// True once the hard lifetime has passed (checked without counting a packet).
     public var isExpired: Bool { hardFired.load(ordering: .relaxed) }
 
-    func replayCheck(_ seq: UInt64) -> Bool { replay.withLock { $0.check(seq) } }
+    /// The cheap pre-authentication step, under one lock: infer seq-high (ESN) from the
+    /// window and check the full number against it.
+    func replayPrecheck(low: UInt32) -> (seqHigh: UInt32?, seq: UInt64, fresh: Bool) {
+        let esn = config.esn
+        return replay.withLock { w in
+            let high: UInt32? = esn ? w.inferHigh(low: low) : nil
+            let seq = UInt64(high ?? 0) << 32 | UInt64(low)
+            return (high, seq, w.check(seq))
+        }
+    }
     func replayUpdate(_ seq: UInt64) -> Bool { replay.withLock { $0.update(seq) } }
-    func inferSeqHigh(_ low: UInt32) -> UInt32 { replay.withLock { $0.inferHigh(low: low) } }
 }

@@ -212,11 +212,6 @@ public enum SecureRandom {
             throw .cryptoError
         }
     }
-    public static func bytes(_ n: Int) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: n)
-        b.withUnsafeMutableBytes { _ = sluice_random_bytes($0.baseAddress!.assumingMemoryBound(to: UInt8.self), n) }
-        return b
-    }
 }
 
 /// Raw primitives, for the published-vector tests only.

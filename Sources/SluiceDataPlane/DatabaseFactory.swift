@@ -2,8 +2,8 @@ import Logging
 import SluiceConfig
 import SluiceCore
 
-/// Turns a validated configuration into a database snapshot. On reload, SAs whose wire
-/// identity is unchanged are carried over as the same objects, so their sequence
+/// Turns a validated configuration into a database snapshot. On reload, SAs whose
+/// settings are unchanged are carried over as the same objects, so their sequence
 /// counters, replay windows and counters continue; changed or removed SAs are dropped
 /// (their keys are wiped when the last packet using them is done).
 public enum DatabaseFactory {
@@ -12,9 +12,7 @@ public enum DatabaseFactory {
         let now = monotonicNanos() / 1_000_000_000
         var sas: [SecurityAssociation] = []
         for entry in cfg.associations {
-            if let old = previous?.association(named: entry.config.name), old.config.sameWireIdentity(as: entry.config),
-               old.config.lifetime == entry.config.lifetime, old.config.mtu == entry.config.mtu,
-               old.config.tfcPadTo == entry.config.tfcPadTo, old.config.dfPolicy == entry.config.dfPolicy {
+            if let old = previous?.association(named: entry.config.name), old.config.isUnchanged(comparedTo: entry.config) {
                 sas.append(old)
                 continue
             }

@@ -99,7 +99,6 @@ final class QueueIO {
     var truncated: [UInt8]
     var verdicts: [UInt8]
     var verdictLength = 0
-    var verdictCount = 0
     var messages = [sluice_nfq_message](repeating: sluice_nfq_message(), count: 8)
     /// In-memory mode only: the verdict messages of the last flush (tests decode them).
     var keepLastTrain = false
@@ -155,7 +154,6 @@ final class QueueIO {
         }
         guard n > 0 else { return false }
         verdictLength += Int(n)
-        verdictCount += 1
         return true
     }
 
@@ -164,7 +162,7 @@ final class QueueIO {
         guard verdictLength > 0 else { return 0 }
         if fd < 0 { // in-memory worker: keep the last train for tests, send nothing
             if keepLastTrain { lastTrain = Array(verdicts[0..<verdictLength]) }
-            verdictLength = 0; verdictCount = 0
+            verdictLength = 0
             return 0
         }
         var r = 0
@@ -175,7 +173,6 @@ final class QueueIO {
             break
         }
         verdictLength = 0
-        verdictCount = 0
         return r
     }
 }

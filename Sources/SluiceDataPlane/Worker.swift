@@ -77,11 +77,8 @@ public final class Worker: @unchecked Sendable {
             stats.heartbeat.store(monotonicNanos())
             let n = io.receiveBatch(fd: fd, wait: true)
             if n < 0 {
-                switch Int32(-n) {
-                case EAGAIN, EINTR: continue
-                case ENOBUFS: stats.receiveOverruns.add(); continue // kernel dropped: count and go on
-                default: stats.ioErrors.add(); usleep(1000); continue
-                }
+                if !isTransient(receiveError: Int32(-n)) { usleep(1000) }
+                continue
             }
             processBatch(count: n)
             if busyPollNanos > 0 { busyPoll() }
@@ -96,10 +93,19 @@ public final class Worker: @unchecked Sendable {
             if m > 0 {
                 processBatch(count: m)
                 deadline = monotonicNanos() &+ busyPollNanos
-            } else if m < 0 && Int32(-m) != EAGAIN && Int32(-m) != EINTR {
-                if Int32(-m) == ENOBUFS { stats.receiveOverruns.add() } else { stats.ioErrors.add() }
+            } else if m < 0 && !isTransient(receiveError: Int32(-m)) {
                 return
             }
+        }
+    }
+
+    /// Counts a failed receive. Timeouts, signals and ENOBUFS (the kernel dropped for a
+    /// full socket: counted, then go on) are transient; anything else is an I/O error.
+    func isTransient(receiveError code: Int32) -> Bool {
+        switch code {
+        case EAGAIN, EINTR: return true
+        case ENOBUFS: stats.receiveOverruns.add(); return true
+        default: stats.ioErrors.add(); return false
         }
     }
 
