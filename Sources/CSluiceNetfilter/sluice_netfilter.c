@@ -109,7 +109,9 @@ static int parse_one(const struct nlmsghdr *nlh, const uint8_t *base, sluice_nfq
         mnl_attr_get_payload_len(attr[NFQA_PACKET_HDR]) < sizeof(struct nfqnl_msg_packet_hdr))
         return -1;
     const struct nfqnl_msg_packet_hdr *ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+    const struct nfgenmsg *nfg = mnl_nlmsg_get_payload(nlh);
     m->kind = 1;
+    m->queue = ntohs(nfg->res_id);
     m->packet_id = ntohl(ph->packet_id);
     m->hw_protocol = ntohs(ph->hw_protocol);
     m->hook = ph->hook;
@@ -124,6 +126,11 @@ static int parse_one(const struct nlmsghdr *nlh, const uint8_t *base, sluice_nfq
     }
     if (attr[NFQA_CAP_LEN] && mnl_attr_get_payload_len(attr[NFQA_CAP_LEN]) >= 4)
         m->cap_len = ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN]));
+    if (attr[NFQA_SKB_INFO] && mnl_attr_get_payload_len(attr[NFQA_SKB_INFO]) >= 4) {
+        uint32_t info = ntohl(mnl_attr_get_u32(attr[NFQA_SKB_INFO]));
+        if (info & NFQA_SKB_CSUMNOTREADY) m->skb_info |= SLUICE_NFQ_SKB_CSUM_NOTREADY;
+        if (info & NFQA_SKB_GSO) m->skb_info |= SLUICE_NFQ_SKB_GSO;
+    }
     return 0;
 }
 
@@ -205,6 +212,10 @@ int sluice_peer_uid(int fd, uint32_t *uid) {
 int sluice_raw_open(int family, uint32_t mark) {
     int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
     if (fd < 0) return -errno;
+    // A GSO packet becomes up to ~45 ESP packets sent at once: room for a few of them.
+    int sndbuf = 4 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) != 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
         int e = errno;
         close(fd);
@@ -234,16 +245,64 @@ int sluice_raw_send(int fd, const uint8_t *packet, size_t len) {
     return n < 0 ? -errno : 0;
 }
 
+int sluice_raw_send_batch(int fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lens, int count) {
+    enum { MAX_BATCH = 64 };
+    if (buf == NULL || offsets == NULL || lens == NULL || count < 0) return -EINVAL;
+    int sent = 0;
+    while (sent < count) {
+        int n = count - sent < MAX_BATCH ? count - sent : MAX_BATCH;
+        struct mmsghdr msgs[MAX_BATCH];
+        struct iovec iov[MAX_BATCH];
+        union { struct sockaddr_in v4; struct sockaddr_in6 v6; } dst[MAX_BATCH];
+        memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
+        memset(dst, 0, sizeof(dst[0]) * (size_t)n);
+        for (int i = 0; i < n; i++) {
+            const uint8_t *p = buf + offsets[sent + i];
+            uint32_t len = lens[sent + i];
+            if (len >= 20 && (p[0] >> 4) == 4) {
+                dst[i].v4.sin_family = AF_INET;
+                memcpy(&dst[i].v4.sin_addr, p + 16, 4);
+                msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+            } else if (len >= 40 && (p[0] >> 4) == 6) {
+                dst[i].v6.sin6_family = AF_INET6;
+                memcpy(&dst[i].v6.sin6_addr, p + 24, 16);
+                msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+            } else {
+                return sent > 0 ? sent : -EINVAL;
+            }
+            iov[i].iov_base = (void *)p;
+            iov[i].iov_len = len;
+            msgs[i].msg_hdr.msg_name = &dst[i];
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        int r = sendmmsg(fd, msgs, (unsigned)n, 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return sent > 0 ? sent : -errno;
+        }
+        sent += r;
+    }
+    return sent;
+}
+
 int sluice_nfq_build_packet(void *buf, size_t cap, uint16_t queue, uint32_t packet_id, uint16_t hw_protocol,
-                            uint8_t hook, const void *payload, size_t payload_len) {
+                            uint8_t hook, uint32_t skb_info, const void *payload, size_t payload_len) {
     size_t need = MNL_ALIGN(sizeof(struct nlmsghdr)) + MNL_ALIGN(sizeof(struct nfgenmsg)) +
                   MNL_ATTR_HDRLEN + MNL_ALIGN(sizeof(struct nfqnl_msg_packet_hdr)) +
+                  MNL_ATTR_HDRLEN + MNL_ALIGN(sizeof(uint32_t)) +
                   MNL_ATTR_HDRLEN + MNL_ALIGN(payload_len);
     if (buf == NULL || need > cap || payload_len > 0xFFFF) return -1;
     memset(buf, 0, MNL_ALIGN(sizeof(struct nlmsghdr)) + MNL_ALIGN(sizeof(struct nfgenmsg)));
     struct nlmsghdr *nlh = nfq_nlmsg_put(buf, NFQNL_MSG_PACKET, queue);
     struct nfqnl_msg_packet_hdr ph = {.packet_id = htonl(packet_id), .hw_protocol = htons(hw_protocol), .hook = hook};
     mnl_attr_put(nlh, NFQA_PACKET_HDR, sizeof(ph), &ph);
+    if (skb_info) {
+        uint32_t info = 0;
+        if (skb_info & SLUICE_NFQ_SKB_CSUM_NOTREADY) info |= NFQA_SKB_CSUMNOTREADY;
+        if (skb_info & SLUICE_NFQ_SKB_GSO) info |= NFQA_SKB_GSO;
+        mnl_attr_put_u32(nlh, NFQA_SKB_INFO, htonl(info));
+    }
     mnl_attr_put(nlh, NFQA_PAYLOAD, payload_len, payload);
     return (int)nlh->nlmsg_len;
 }

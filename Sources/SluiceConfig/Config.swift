@@ -60,6 +60,9 @@ public struct SluiceConfiguration: Sendable {
     /// After a batch, keep polling (without sleeping) this long for the next one: trades
     /// CPU for latency, since waking a sleeping thread costs tens of microseconds. 0 = off.
     public var busyPollMicros: Int
+    /// TCP under PROTECT goes to a second set of queues bound with NFQA_CFG_F_GSO: the
+    /// kernel hands over up to 64 KB at once and Sluice cuts the ESP segments itself.
+    public var gso: Bool
     /// Prometheus listener ("127.0.0.1:9816" or "[::1]:9816"); nil = off.
     public var metricsListen: (host: String, port: Int)?
     public var associations: [SAEntry]
@@ -166,7 +169,7 @@ struct Validator {
 
     static let sluiceKeys: Set<String> = ["queues", "queue_base", "fail", "state_dir", "control_socket", "mark_shift",
                                           "queue_maxlen", "receive_buffer", "default_out", "default_in", "mss_clamp",
-                                          "log_level", "passthrough", "metrics_listen", "batch", "busy_poll_us"]
+                                          "log_level", "passthrough", "metrics_listen", "batch", "busy_poll_us", "gso"]
     static let saKeys: Set<String> = ["name", "direction", "spi", "mode", "local", "remote", "proposal", "key", "key_file",
                                       "esn", "replay_window", "mtu", "df", "tfc_pad", "nat_t",
                                       "soft_bytes", "hard_bytes", "soft_packets", "hard_packets", "soft_seconds", "hard_seconds"]
@@ -184,10 +187,18 @@ struct Validator {
         let s = doc.tables["sluice"] ?? TOMLTable(name: "sluice", line: 0)
         unknownKeys(s, allowed: Validator.sluiceKeys, context: "[sluice]")
 
+        let gso = bool(s, "gso") ?? true
+        // The mark field carries queue + 1 in 7 bits; GSO doubles the queues.
         let queuesEntry = int(s, "queues", 1...64)
-        let queues = Int(queuesEntry?.0 ?? Int64(min(cpuCount, 64)))
+        let queues = Int(queuesEntry?.0 ?? Int64(min(cpuCount, 63)))
+        if gso && queues > 63 {
+            error(queuesEntry?.1 ?? s.line, "queues = \(queues) is too many with gso = true (each queue has a GSO twin): at most 63")
+        }
         let queueBase = Int(int(s, "queue_base", 0...65535)?.0 ?? 0)
-        if queueBase + queues > 65536 { error(queuesEntry?.1 ?? s.line, "queue_base + queues exceeds 65535") }
+        let span = gso ? 2 * queues : queues
+        if queueBase + span > 65536 {
+            error(queuesEntry?.1 ?? s.line, "queue_base + \(gso ? "2 x queues (gso = true)" : "queues") exceeds 65535")
+        }
         let fail = choice(s, "fail", ["closed": FailMode.closed, "open": .open])?.0 ?? .closed
         let stateDir = string(s, "state_dir")?.0 ?? ConfigLoader.defaultStateDir
         let control = string(s, "control_socket")?.0 ?? ConfigLoader.defaultControlSocket
@@ -246,7 +257,7 @@ struct Validator {
         return SluiceConfiguration(
             path: path, queues: queues, queueBase: queueBase, fail: fail, stateDir: stateDir, controlSocket: control,
             markShift: markShift, queueMaxLen: maxlen, receiveBuffer: rcvbuf, defaultOutbound: defaultOut,
-            defaultInbound: defaultIn, mssClamp: mss, logLevel: logLevel, passthrough: passthrough, batch: batch, busyPollMicros: busyPoll, metricsListen: metrics,
+            defaultInbound: defaultIn, mssClamp: mss, logLevel: logLevel, passthrough: passthrough, batch: batch, busyPollMicros: busyPoll, gso: gso, metricsListen: metrics,
             associations: sas, policies: policies, warnings: issues.filter(\.isWarning))
     }
 

@@ -13,6 +13,17 @@ public enum ESP {
 
     static let natTPort: UInt16 = 4500
 
+    /// The longest inner packet (header `h`) that `sa` can seal without exceeding its MTU.
+    public static func maxInnerLength(sa: SecurityAssociation, header h: IPHeaderInfo) -> Int {
+        let c = sa.config
+        let prop = c.proposal
+        let tunnel = c.mode == .tunnel
+        let outerLen = tunnel ? (c.local.family == .v4 ? 20 : 40) : h.headerLength
+        let available = c.mtu - outerLen - (c.udpEncapsulation ? 8 : 0) - 8 - prop.ivLength - prop.icvLength
+        let maxPlain = (available / prop.alignment) * prop.alignment - 2
+        return (tunnel ? 0 : h.headerLength) + maxPlain
+    }
+
     /// Encapsulates the IP packet in `buf` (already parsed into `h`) with `sa`.
     public static func seal(_ buf: inout PacketBuffer, header h: IPHeaderInfo, sa: SecurityAssociation,
                             context: ProcessingContext) throws(DropReason) -> SealResult {

@@ -62,6 +62,28 @@ public struct IPHeaderInfo: Sendable, Equatable {
             trafficClass: p[1], ttl: p[8])
     }
 
+    /// Parses the header of a packet quoted in an ICMP error, which is cut short: the
+    /// lengths are taken from what is there rather than what the header claims.
+    public static func parseQuoted(_ p: UnsafeRawBufferPointer) throws(DropReason) -> IPHeaderInfo {
+        guard p.count >= 1 else { throw .truncated }
+        var whole = [UInt8](p)
+        switch p[0] >> 4 {
+        case 4:
+            guard whole.count >= 20 else { throw .truncated }
+            whole[2] = UInt8(truncatingIfNeeded: whole.count >> 8); whole[3] = UInt8(truncatingIfNeeded: whole.count)
+        case 6:
+            guard whole.count > 40 else { throw .truncated }
+            let n = whole.count - 40
+            whole[4] = UInt8(truncatingIfNeeded: n >> 8); whole[5] = UInt8(truncatingIfNeeded: n)
+        default:
+            throw .malformedIP
+        }
+        let r = whole.withUnsafeBytes { q -> Result<IPHeaderInfo, DropReason> in
+            do throws(DropReason) { return .success(try parse(q)) } catch { return .failure(error) }
+        }
+        return try r.get()
+    }
+
     static func parseV6(_ p: UnsafeRawBufferPointer) throws(DropReason) -> IPHeaderInfo {
         guard p.count >= 40 else { throw .truncated }
         let payload = Int(readU16(p, 4))

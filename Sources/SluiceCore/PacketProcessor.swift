@@ -4,7 +4,21 @@ public struct ProcessingContext: Sendable {
     public var lane: Int
     /// Seconds on a monotonic clock, for time lifetimes.
     public var now: UInt64
-    public init(lane: Int = 0, now: UInt64 = 0) { self.lane = lane; self.now = now }
+    /// Receivers' MSS, learned from inbound SYNs and ICMP errors; sizes GSO segments.
+    public var mssHints: MSSHints?
+    public init(lane: Int = 0, now: UInt64 = 0, mssHints: MSSHints? = nil) {
+        self.lane = lane; self.now = now; self.mssHints = mssHints
+    }
+}
+
+/// What became of a packet taken whole from a GSO queue.
+public enum WholeOutcome: Equatable, Sendable {
+    /// Let the original pass unchanged (BYPASS): the kernel segments it as usual.
+    case unchanged
+    /// `segments` ESP packets were emitted; the original must be dropped (not a drop:
+    /// it left as ESP). `failed` segments could not be sealed and are counted under `reason`.
+    case segmented(segments: Int, failed: Int, reason: DropReason?)
+    case drop(DropReason)
 }
 
 /// What to do with a packet after processing.
@@ -30,7 +44,9 @@ public enum PacketProcessor {
             let h = try buf.withBytes { (p) throws(DropReason) in try IPHeaderInfo.parse(p) }
             if isInboundESP(h, buf: buf, database: db) {
                 switch try ESP.open(&buf, header: h, database: db, context: context) {
-                case .opened: return .opened
+                case .opened:
+                    if let hints = context.mssHints { learn(hints, from: buf) }
+                    return .opened
                 case .notESP: return .unchanged
                 }
             }
@@ -54,6 +70,79 @@ public enum PacketProcessor {
             }
         } catch {
             return .drop(error)
+        }
+    }
+
+    /// The outbound path for a TCP packet a GSO queue handed over whole: the SPD decides
+    /// once for all of it; under PROTECT it is cut into segments no larger than the SA's
+    /// MTU or the receiver's MSS allows, and each is sealed and passed to `emit` (the ESP
+    /// packet, valid only during the call). `scratch` is the worker's reused segment buffer.
+    public static func processWhole(_ buf: inout PacketBuffer, scratch: inout PacketBuffer, database db: SecurityDatabase,
+                                    context: ProcessingContext, emit: (UnsafeRawBufferPointer) -> Void) -> WholeOutcome {
+        do {
+            let h = try buf.withBytes { (p) throws(DropReason) in try IPHeaderInfo.parse(p) }
+            let key = buf.withBytes { FlowKey(header: h, packet: $0) }
+            guard let policy = db.lookupOutbound(key) else {
+                return db.defaultOutbound == .bypass ? .unchanged : .drop(.noPolicy)
+            }
+            let sa: SecurityAssociation
+            switch policy.policy.action {
+            case .bypass: return .unchanged
+            case .discard: return .drop(.policyDiscard)
+            case .protect:
+                guard let s = policy.sa else { return .drop(.noPolicy) }
+                sa = s
+            }
+            if buf.count > h.totalLength { try buf.truncate(to: h.totalLength) }
+            let segmenter = try buf.withBytes { (p) throws(DropReason) in try TCPSegmenter(packet: p, header: h) }
+            let size = segmentPayload(segmenter, key: key, sa: sa, context: context)
+            guard size > 0 else { return .drop(.tooBig) }
+            let count = segmenter.segmentCount(payloadPerSegment: size)
+            var failed = 0
+            var reason: DropReason?
+            for i in 0..<count {
+                do {
+                    let sh = try buf.withBytes { (p) throws(DropReason) in
+                        try segmenter.write(segment: i, payloadPerSegment: size, from: p, into: &scratch)
+                    }
+                    switch try ESP.seal(&scratch, header: sh, sa: sa, context: context) {
+                    case .sealed: scratch.withBytes { emit($0) }
+                    case .tooBig: failed += 1; reason = .tooBig
+                    }
+                } catch {
+                    failed += 1
+                    reason = error
+                }
+            }
+            return .segmented(segments: count - failed, failed: failed, reason: reason)
+        } catch {
+            return .drop(error)
+        }
+    }
+
+    /// Segment payload: what fits the SA, and never more than the receiver's MSS (less
+    /// our TCP options). Without a hint (a flow older than this daemon), the protocol
+    /// minimum: slower, never too large for the receiver or the path beyond the peer.
+    static func segmentPayload(_ s: TCPSegmenter, key: FlowKey, sa: SecurityAssociation, context: ProcessingContext) -> Int {
+        let fit = ESP.maxInnerLength(sa: sa, header: s.header) - s.headersLength
+        let options = s.tcpHeaderLength - 20
+        var mss = s.header.family == .v4 ? 536 : 1220
+        if let hints = context.mssHints, let sp = key.srcPort, let dp = key.dstPort,
+           let m = hints.mss(for: MSSHints.Flow(src: key.src, dst: key.dst, srcPort: sp, dstPort: dp)) {
+            mss = Int(m)
+        }
+        return min(fit, mss - options)
+    }
+
+    /// Decrypted SYNs and ICMP errors tell what the other side accepts (cheap to skip:
+    /// one byte compare for everything else).
+    static func learn(_ hints: MSSHints, from buf: PacketBuffer) {
+        buf.withBytes { p in
+            guard let h = try? IPHeaderInfo.parse(p) else { return }
+            switch h.proto {
+            case IPProto.tcp, IPProto.icmp, IPProto.icmpv6: hints.learn(fromInbound: p, header: h)
+            default: return
+            }
         }
     }
 

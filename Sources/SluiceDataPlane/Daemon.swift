@@ -28,6 +28,8 @@ public final class Daemon: @unchecked Sendable {
     var created = Firewall.Created()
     var workers: [Worker] = []
     let holder: DatabaseHolder
+    /// Receivers' MSS per TCP flow, shared by all workers; survives reloads.
+    let mssHints = MSSHints()
     let store: SequenceStore
     let started = monotonicNanos()
     var reloads: UInt64 = 0
@@ -89,12 +91,14 @@ public final class Daemon: @unchecked Sendable {
         opts.failOpen = config.fail == .open
         for i in 0..<config.queues {
             let q = UInt16(config.queueBase + i)
+            let twin = config.gso ? UInt16(config.queueBase + config.queues + i) : nil
             do {
-                let nfq = try NFQueue(queue: q, options: opts)
+                let nfq = try NFQueue(queue: q, gsoQueue: twin, options: opts)
                 let w = Worker(index: i, queue: nfq, holder: holder, markShift: config.markShift,
                                passthrough: config.passthrough, batch: config.batch)
                 let log = logger
                 w.busyPollNanos = UInt64(config.busyPollMicros) * 1000
+                w.mssHints = mssHints
                 w.onVerdictError = { code in log.debug("kernel refused a verdict on queue \(q): \(Errno(code))") }
                 workers.append(w)
             } catch {

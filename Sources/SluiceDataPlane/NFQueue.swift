@@ -9,9 +9,12 @@ public struct Errno: Error, Equatable, CustomStringConvertible {
     public var description: String { "\(String(cString: strerror(code))) (errno \(code))" }
 }
 
-/// One NFQUEUE queue bound to its own netlink socket. Owned by exactly one worker thread.
+/// One NFQUEUE queue bound to its own netlink socket, and optionally its GSO twin on the
+/// same socket (a socket may own several queues; each message names its queue). Owned
+/// by exactly one worker thread.
 public final class NFQueue {
     public let queue: UInt16
+    public let gsoQueue: UInt16?
     public let fd: Int32
     private var seq: UInt32 = 1
     private var scratch = [UInt8](repeating: 0, count: 8192)
@@ -24,17 +27,21 @@ public final class NFQueue {
     }
 
     /// Opens the socket, binds the queue in copy-packet mode with the full range and no
-    /// GSO (so the kernel segments and finishes checksums before we see a packet).
-    public init(queue: UInt16, options: Options) throws {
+    /// GSO (so the kernel segments and finishes checksums before we see a packet), and
+    /// `gsoQueue`, if given, with NFQA_CFG_F_GSO: packets arrive whole, checksums unfinished.
+    public init(queue: UInt16, gsoQueue: UInt16? = nil, options: Options) throws {
         self.queue = queue
+        self.gsoQueue = gsoQueue
         var portid: UInt32 = 0
         let r = sluice_nfq_socket_open(Int32(options.receiveBuffer), &portid)
         guard r >= 0 else { throw NFQueueError.socket(Errno(-r)) }
         fd = r
         do {
-            try command { sluice_nfq_build_cmd($0, $1, queue, UInt8(SLUICE_NFQ_CMD_BIND), $2) }
             let flags = options.failOpen ? UInt32(SLUICE_NFQ_FLAG_FAIL_OPEN) : 0
-            try command { sluice_nfq_build_params($0, $1, queue, 0xFFFF, options.maxLength, flags, $2) }
+            for (q, extra) in [(queue, UInt32(0))] + (gsoQueue.map { [($0, UInt32(SLUICE_NFQ_FLAG_GSO))] } ?? []) {
+                try command(q) { sluice_nfq_build_cmd($0, $1, q, UInt8(SLUICE_NFQ_CMD_BIND), $2) }
+                try command(q) { sluice_nfq_build_params($0, $1, q, 0xFFFF, options.maxLength, flags | extra, $2) }
+            }
             _ = sluice_socket_set_rcvtimeo(fd, 250)
         } catch {
             close(fd)
@@ -45,7 +52,7 @@ public final class NFQueue {
     deinit { close(fd) }
 
     /// Sends one config message and waits for its ack.
-    private func command(_ build: (UnsafeMutableRawPointer, Int, UInt32) -> Int32) throws {
+    private func command(_ queue: UInt16, _ build: (UnsafeMutableRawPointer, Int, UInt32) -> Int32) throws {
         seq &+= 1
         let mySeq = seq
         let len = scratch.withUnsafeMutableBytes { build($0.baseAddress!, $0.count, mySeq) }
@@ -70,9 +77,11 @@ public final class NFQueue {
         throw NFQueueError.config(queue, Errno(ETIMEDOUT))
     }
 
-    /// Unbinds the queue; the kernel drops what is still waiting (fail closed).
+    /// Unbinds the queues; the kernel drops what is still waiting (fail closed).
     public func unbind() {
-        try? command { sluice_nfq_build_cmd($0, $1, queue, UInt8(SLUICE_NFQ_CMD_UNBIND), $2) }
+        for q in [queue] + (gsoQueue.map { [$0] } ?? []) {
+            try? command(q) { sluice_nfq_build_cmd($0, $1, q, UInt8(SLUICE_NFQ_CMD_UNBIND), $2) }
+        }
     }
 }
 

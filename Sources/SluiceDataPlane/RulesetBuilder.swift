@@ -136,6 +136,15 @@ public struct RulesetBuilder: Sendable {
 
     func queueChain(_ hook: Hook, _ index: Int) -> String { "\(hook.rawValue)_q\(index)" }
 
+    /// The GSO twin of queue `index` (see `SluiceConfiguration.gso`), as an index past the
+    /// plain queues: its number is queue_base + queues + index, its mark index + queues + 1.
+    func gsoIndex(_ index: Int) -> Int { config.queues + index }
+
+    /// Hooks whose TCP goes to the GSO twins: outbound clear traffic only. Inbound ESP is
+    /// never GSO, and a whole UDP GSO packet could not be cut right (its datagram size is
+    /// not passed to user space), so the kernel segments everything else first.
+    func usesGSO(_ hook: Hook) -> Bool { config.gso && hook != .espIn }
+
     func queueStatement(_ index: Int) -> String {
         let q = config.queueBase + index
         switch backend {
@@ -258,6 +267,10 @@ public struct RulesetBuilder: Sendable {
         for hook in Hook.allCases {
             for i in 0..<config.queues {
                 out.append("\tchain \(queueChain(hook, i)) {")
+                if usesGSO(hook) {
+                    let twin = queueStatement(gsoIndex(i))
+                    out.append("\t\tmeta l4proto tcp \(twin)\(backend == .xtables ? " return" : "") comment \"whole TCP packets (GSO)\"")
+                }
                 out.append("\t\t\(queueStatement(i))")
                 out.append("\t}")
             }
@@ -283,7 +296,8 @@ public struct RulesetBuilder: Sendable {
         var rules: [(String, String, String, [String])] = []
         for tool in ["iptables-nft", "ip6tables-nft"] {
             for hook in Hook.allCases {
-                for i in 0..<config.queues {
+                let indexes = Array(0..<config.queues) + (usesGSO(hook) ? (0..<config.queues).map(gsoIndex) : [])
+                for i in indexes {
                     var spec = ["-m", "mark", "--mark", "\(RulesetBuilder.hex(queueMark(i)))/\(RulesetBuilder.hex(fieldMask))",
                                 "-m", "comment", "--comment", RulesetBuilder.iptablesComment,
                                 "-j", "NFQUEUE", "--queue-num", String(config.queueBase + i)]

@@ -43,8 +43,10 @@ public final class WorkerStats: Sendable {
     public let verdictErrors = Counter()     // the kernel refused a verdict
     public let ioErrors = Counter()
     public let maxBatch = Counter()
-    public let injected = Counter()          // family-changing packets sent on a raw socket
+    public let injected = Counter()          // packets sent on a raw socket instead of in a verdict
     public let injectErrors = Counter()
+    public let wholePackets = Counter()      // GSO packets taken whole and cut here
+    public let segments = Counter()          // ESP packets sent for them
     public let drops: [Counter] = DropReason.allCases.map { _ in Counter() }
     /// Processing time per packet, log2 buckets of nanoseconds.
     public let latency: [Counter] = (0..<40).map { _ in Counter() }
@@ -53,9 +55,9 @@ public final class WorkerStats: Sendable {
 
     public init(queue: Int) { self.queue = queue }
 
-    @inline(__always) func drop(_ r: DropReason) {
-        dropped.add()
-        drops[r.index].add()
+    @inline(__always) func drop(_ r: DropReason, count: UInt64 = 1) {
+        dropped.add(count)
+        drops[r.index].add(count)
     }
 
     @inline(__always) func recordLatency(_ ns: UInt64) {

@@ -13,6 +13,48 @@ public final class DatabaseHolder: Sendable {
     public func replace(_ db: SecurityDatabase) { current.withLock { $0 = db } }
 }
 
+/// Complete IP packets waiting for one sendmmsg on a raw socket (one family).
+final class RawBatch {
+    static let maxPackets = 64
+    private var storage = [UInt8](repeating: 0, count: 256 * 1024)
+    private var offsets = [UInt32](repeating: 0, count: RawBatch.maxPackets)
+    private var lengths = [UInt32](repeating: 0, count: RawBatch.maxPackets)
+    private(set) var count = 0
+    private var used = 0
+
+    /// Copies `p` in; false when it does not fit (send the batch first).
+    @inline(__always)
+    func add(_ p: UnsafeRawBufferPointer) -> Bool {
+        guard count < RawBatch.maxPackets, used + p.count <= storage.count, !p.isEmpty else { return false }
+        let at = used
+        storage.withUnsafeMutableBytes { UnsafeMutableRawBufferPointer(rebasing: $0[at..<(at + p.count)]).copyMemory(from: p) }
+        offsets[count] = UInt32(at)
+        lengths[count] = UInt32(p.count)
+        count += 1
+        used = (at + p.count + 7) & ~7
+        return true
+    }
+
+    /// Sends everything; returns how many packets the kernel took.
+    func send(fd: Int32) -> Int {
+        let n = storage.withUnsafeBytes { s in
+            offsets.withUnsafeBufferPointer { o in
+                lengths.withUnsafeBufferPointer { l in
+                    sluice_raw_send_batch(fd, s.baseAddress!.assumingMemoryBound(to: UInt8.self), o.baseAddress, l.baseAddress, Int32(count))
+                }
+            }
+        }
+        return max(0, Int(n))
+    }
+
+    func clear() { count = 0; used = 0 }
+
+    /// The packets, for in-memory workers (tests).
+    func packets() -> [[UInt8]] {
+        (0..<count).map { i in Array(storage[Int(offsets[i])..<Int(offsets[i] + lengths[i])]) }
+    }
+}
+
 /// One thread, one queue, one socket: receives a batch, runs every packet through the
 /// ESP core, and sends every verdict of the batch in one message train.
 ///
@@ -32,11 +74,21 @@ public final class Worker: @unchecked Sendable {
     let running = Atomic<Bool>(true)
     let io: QueueIO
     var packet = PacketBuffer()
+    /// One segment of a GSO packet, before and after sealing.
+    var segment = PacketBuffer()
+    /// Packets for the raw sockets (IPv4, IPv6), sent in batches.
+    let rawOut = (RawBatch(), RawBatch())
+    /// Accept verdicts waiting in the verdict buffer: a raw send must not overtake them.
+    var pendingAccepts = 0
+    /// Shared with every worker: receivers' MSS for sizing GSO segments.
+    public var mssHints: MSSHints?
     /// See `SluiceConfiguration.busyPollMicros`.
     public var busyPollNanos: UInt64 = 0
     var onVerdictError: (@Sendable (Int32) -> Void)?
     /// Raw sockets (IPv4, IPv6) for packets that changed address family; -1 when absent.
     var rawSockets: (Int32, Int32) = (-1, -1)
+    static let skbGSO = UInt32(SLUICE_NFQ_SKB_GSO)
+    static let skbChecksumNotReady = UInt32(SLUICE_NFQ_SKB_CSUM_NOTREADY)
 
     public init(index: Int, queue: NFQueue?, queueNumber: UInt16? = nil, holder: DatabaseHolder, markShift: Int,
                 passthrough: Bool, batch: Int = 32) {
@@ -53,15 +105,15 @@ public final class Worker: @unchecked Sendable {
 
     /// Fills the receive slots with the messages the kernel would send for `packets`
     /// (IPv4 or IPv6, as queued in `hook`), for in-process benchmarks. Returns the count.
-    public func loadFakeBatch(_ packets: [[UInt8]], hook: UInt8 = 3) -> Int {
+    public func loadFakeBatch(_ packets: [[UInt8]], hook: UInt8 = 3, queue: UInt16? = nil, skbInfo: UInt32 = 0) -> Int {
         let n = min(packets.count, io.slots)
         for i in 0..<n {
             let p = packets[i]
             let proto: UInt16 = p.first.map { $0 >> 4 == 6 ? 0x86DD : 0x0800 } ?? 0x0800
             let len = io.receive.withUnsafeMutableBytes { buf in
                 p.withUnsafeBytes { src in
-                    sluice_nfq_build_packet(buf.baseAddress! + i * QueueIO.slotSize, QueueIO.slotSize, queueNumber,
-                                            UInt32(i + 1), proto, hook, src.baseAddress, src.count)
+                    sluice_nfq_build_packet(buf.baseAddress! + i * QueueIO.slotSize, QueueIO.slotSize, queue ?? queueNumber,
+                                            UInt32(i + 1), proto, hook, skbInfo, src.baseAddress, src.count)
                 }
             }
             io.lengths[i] = UInt32(max(0, len))
@@ -95,6 +147,8 @@ public final class Worker: @unchecked Sendable {
                 deadline = monotonicNanos() &+ busyPollNanos
             } else if m < 0 && !isTransient(receiveError: Int32(-m)) {
                 return
+            } else {
+                sched_yield()
             }
         }
     }
@@ -115,7 +169,7 @@ public final class Worker: @unchecked Sendable {
         if UInt64(n) > stats.maxBatch.load { stats.maxBatch.store(UInt64(n)) }
         let db = holder.database
         let now = monotonicNanos()
-        let ctx = ProcessingContext(lane: index, now: now / 1_000_000_000)
+        let ctx = ProcessingContext(lane: index, now: now / 1_000_000_000, mssHints: mssHints)
         for slot in 0..<n {
             if io.truncated[slot] != 0 { stats.ioErrors.add(); continue }
             let m = io.parse(slot: slot)
@@ -129,7 +183,30 @@ public final class Worker: @unchecked Sendable {
                 handle(msg, slot: slot, database: db, context: ctx)
             }
         }
+        flushRaw()
+        flushVerdicts()
+    }
+
+    func flushVerdicts() {
+        pendingAccepts = 0
         if io.flush(fd: fd) < 0 { stats.ioErrors.add() }
+    }
+
+    /// In-memory workers (tests) keep what they would have sent on the raw sockets.
+    var capturedRaw: [[UInt8]] = []
+
+    func flushRaw() {
+        flushRaw(rawOut.0, fd: rawSockets.0)
+        flushRaw(rawOut.1, fd: rawSockets.1)
+    }
+
+    private func flushRaw(_ batch: RawBatch, fd: Int32) {
+        guard batch.count > 0 else { return }
+        if nfq == nil && io.keepLastTrain { capturedRaw += batch.packets() }
+        let sent = fd >= 0 ? batch.send(fd: fd) : (nfq == nil ? batch.count : 0)
+        stats.injected.add(UInt64(sent))
+        if sent < batch.count { stats.injectErrors.add(UInt64(batch.count - sent)) }
+        batch.clear()
     }
 
     @inline(__always)
@@ -145,9 +222,18 @@ public final class Worker: @unchecked Sendable {
             outcome = .drop(.kernelTruncated)
         } else if passthrough {
             outcome = .unchanged
+        } else if msg.skb_info & Worker.skbGSO != 0 {
+            handleWhole(msg, slot: slot, mark: mark, database: db, context: ctx)
+            return
         } else {
             do {
                 try packet.load(io.payload(slot: slot, msg))
+                if msg.skb_info & Worker.skbChecksumNotReady != 0 {
+                    // Only a GSO queue sends these; the checksum must be whole before it is encrypted.
+                    try packet.withMutableBytes { (p) throws(DropReason) in
+                        try Checksum.finishTransport(p, header: try IPHeaderInfo.parse(UnsafeRawBufferPointer(p)))
+                    }
+                }
                 outcome = PacketProcessor.process(&packet, database: db, context: ctx)
             } catch {
                 outcome = .drop(error)
@@ -156,7 +242,7 @@ public final class Worker: @unchecked Sendable {
         switch outcome {
         case .unchanged:
             stats.unchanged.add()
-            verdict(msg.packet_id, accept: true, mark: mark, rewritten: false)
+            verdict(msg, accept: true, mark: mark, rewritten: false)
         case .sealed, .opened:
             if outcome == .sealed { stats.sealed.add() } else { stats.opened.add() }
             passRewritten(msg, mark: mark, sourceIsLocal: outcome == .sealed)
@@ -166,11 +252,50 @@ public final class Worker: @unchecked Sendable {
             passRewritten(msg, mark: mark, sourceIsLocal: true)
         case let .drop(reason):
             stats.drop(reason)
-            verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
+            verdict(msg, accept: false, mark: nil, rewritten: false)
         }
         #if !SLUICE_NO_STATS
         stats.recordLatency(monotonicNanos() &- start)
         #endif
+    }
+
+    /// A GSO packet: cut, sealed and sent here as ESP packets on the raw socket; the
+    /// original then gets DROP (it left as ESP, so it is not counted as a drop).
+    func handleWhole(_ msg: sluice_nfq_message, slot: Int, mark: UInt32, database db: SecurityDatabase, context ctx: ProcessingContext) {
+        let outcome: WholeOutcome
+        do {
+            try packet.load(io.payload(slot: slot, msg))
+            if pendingAccepts > 0 { flushVerdicts() } // the segments must not overtake them
+            outcome = PacketProcessor.processWhole(&packet, scratch: &segment, database: db, context: ctx) { esp in
+                queueRaw(esp)
+            }
+        } catch {
+            outcome = .drop(error)
+        }
+        switch outcome {
+        case .unchanged:
+            stats.unchanged.add()
+            verdict(msg, accept: true, mark: mark, rewritten: false)
+        case let .segmented(count, failed, reason):
+            stats.wholePackets.add()
+            stats.segments.add(UInt64(count))
+            if count > 0 { stats.sealed.add() }
+            if let reason, failed > 0 { stats.drop(reason, count: UInt64(failed)) }
+            verdict(msg, accept: false, mark: nil, rewritten: false)
+        case let .drop(reason):
+            stats.drop(reason)
+            verdict(msg, accept: false, mark: nil, rewritten: false)
+        }
+    }
+
+    /// Adds an IP packet to its family's raw batch, sending the batch first when full.
+    @inline(__always)
+    func queueRaw(_ p: UnsafeRawBufferPointer) {
+        let batch = (p.first ?? 0) >> 4 == 6 ? rawOut.1 : rawOut.0
+        if !batch.add(p) {
+            flushRaw()
+            if !batch.add(p) { stats.injectErrors.add() }
+        }
     }
 
     static let hookPrerouting: UInt8 = 0 // NF_INET_PRE_ROUTING
@@ -195,35 +320,36 @@ public final class Worker: @unchecked Sendable {
     @inline(__always)
     func passRewritten(_ msg: sluice_nfq_message, mark: UInt32, sourceIsLocal: Bool) {
         if mustInject(msg, sourceIsLocal: sourceIsLocal) {
-            inject()
-            verdict(msg.packet_id, accept: false, mark: nil, rewritten: false)
+            if pendingAccepts > 0 { flushVerdicts() }
+            packet.withBytes { queueRaw($0) }
+            verdict(msg, accept: false, mark: nil, rewritten: false)
         } else {
-            verdict(msg.packet_id, accept: true, mark: mark, rewritten: true)
+            verdict(msg, accept: true, mark: mark, rewritten: true)
         }
     }
 
-    func inject() {
-        let v6 = ((try? packet.u8(0)) ?? 0) >> 4 == 6
-        let fd = v6 ? rawSockets.1 : rawSockets.0
-        guard fd >= 0 else { stats.injectErrors.add(); return }
-        let r = packet.withBytes { p in sluice_raw_send(fd, p.baseAddress?.assumingMemoryBound(to: UInt8.self), p.count) }
-        if r == 0 { stats.injected.add() } else { stats.injectErrors.add() }
-    }
-
-    /// Every packet gets exactly one verdict; a full verdict buffer is flushed first.
+    /// Every packet gets exactly one verdict, on the queue it came from; a full verdict
+    /// buffer is flushed first. An accepted packet must not overtake raw sends queued
+    /// before it, so those go out first.
     @inline(__always)
-    func verdict(_ id: UInt32, accept: Bool, mark: UInt32?, rewritten: Bool) {
-        if accept { stats.accepted.add() }
+    func verdict(_ msg: sluice_nfq_message, accept: Bool, mark: UInt32?, rewritten: Bool) {
+        if accept {
+            stats.accepted.add()
+            if rawOut.0.count > 0 || rawOut.1.count > 0 { flushRaw() }
+        }
         for _ in 0..<2 {
             let ok: Bool
             if rewritten {
                 stats.bytesOut.add(UInt64(packet.count))
-                ok = packet.withBytes { io.addVerdict(queue: queueNumber, id: id, accept: accept, mark: mark, payload: $0) }
+                ok = packet.withBytes { io.addVerdict(queue: msg.queue, id: msg.packet_id, accept: accept, mark: mark, payload: $0) }
             } else {
-                ok = io.addVerdict(queue: queueNumber, id: id, accept: accept, mark: mark, payload: nil)
+                ok = io.addVerdict(queue: msg.queue, id: msg.packet_id, accept: accept, mark: mark, payload: nil)
             }
-            if ok { return }
-            if io.flush(fd: fd) < 0 { stats.ioErrors.add() }
+            if ok {
+                if accept { pendingAccepts += 1 }
+                return
+            }
+            flushVerdicts()
         }
         stats.ioErrors.add() // cannot happen: an empty buffer holds any packet
     }

@@ -62,6 +62,8 @@ struct ConfigTests {
     static let corpus: [(String, String, Int, String)] = [
         ("typo in a key", "[sluice]\nqueus = 2\n", 2, "unknown key \"queus\" in [sluice] (did you mean \"queues\"?)"),
         ("queues out of range", "[sluice]\nqueues = 0\n", 2, "queues = 0 is out of range 1...64"),
+        ("queues too many for GSO twins", "[sluice]\nqueues = 64\n", 2, "queues = 64 is too many with gso = true (each queue has a GSO twin): at most 63"),
+        ("GSO twins past the last queue", "[sluice]\nqueues = 4\nqueue_base = 65530\n", 2, "queue_base + 2 x queues (gso = true) exceeds 65535"),
         ("fail mode", "[sluice]\nfail = \"maybe\"\n", 2, "fail = \"maybe\" is not one of: closed, open"),
         ("relative path", "[sluice]\nstate_dir = \"var/lib\"\n", 2, "state_dir must be an absolute path"),
         ("string without quotes", "[sluice]\nfail = closed\n", 2, "\"closed\" is not a value (strings need quotes)"),

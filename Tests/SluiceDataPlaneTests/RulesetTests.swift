@@ -101,7 +101,8 @@ struct RulesetTests {
     func native() throws {
         let s = try builder(.native).nftScript()
         #expect(lines(s, chain: "esp_in_q0") == ["queue num 10"])
-        #expect(lines(s, chain: "protect_out_q1") == ["queue num 11"])
+        #expect(lines(s, chain: "protect_out_q1") == ["meta l4proto tcp queue num 13 comment \"whole TCP packets (GSO)\"", "queue num 11"],
+                "outbound TCP goes to the GSO twin (queue_base + queues + index), the rest to the plain queue")
         #expect(s.contains("ip daddr 192.0.2.1 meta l4proto esp jhash esp spi mod 2 vmap { 0 : goto esp_in_q0, 1 : goto esp_in_q1 }"))
         #expect(s.contains("ip daddr 192.0.2.1 udp dport 4500 jhash @th,64,32 mod 2"), "NAT-T spread by the SPI after the UDP header")
         #expect(!s.contains("guard_"))
@@ -116,8 +117,12 @@ struct RulesetTests {
         let s = b.nftScript()
         #expect(lines(s, chain: "esp_in_q1") == ["meta mark set meta mark & 0xff00ffff | 0x20000"])
         #expect(lines(s, chain: "guard_esp_in").contains { $0.contains("meta mark & 0xff0000 != 0 meta mark & 0x800000 == 0 counter drop") })
+        #expect(lines(s, chain: "protect_fwd_q0") == ["meta l4proto tcp meta mark set meta mark & 0xff00ffff | 0x30000 return comment \"whole TCP packets (GSO)\"",
+                                                       "meta mark set meta mark & 0xff00ffff | 0x10000"])
         let rules = b.xtRules()
-        #expect(rules.count == 2 * 3 * 2)
+        #expect(rules.count == 2 * (2 + 2 * 2 * 2), "two tools x (ESP: 2 queues; two outbound hooks: 2 queues + 2 twins)")
+        #expect(rules.contains { $0.table == "mangle" && $0.spec.suffix(2) == ["--queue-num", "12"] && $0.spec.contains("0x30000/0xff0000") })
+        #expect(!rules.contains { $0.table == "raw" && $0.spec.contains("12") }, "inbound ESP has no twin")
         let raw = try #require(rules.first { $0.tool == "iptables-nft" && $0.table == "raw" && $0.spec.contains("11") })
         #expect(raw.chain == "PREROUTING")
         #expect(raw.spec == ["-m", "mark", "--mark", "0x20000/0xff0000", "-m", "comment", "--comment", "sluice",

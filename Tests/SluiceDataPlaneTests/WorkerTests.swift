@@ -2,12 +2,13 @@ import Testing
 @testable import SluiceConfig
 @testable import SluiceCore
 @testable import SluiceDataPlane
+import CSluiceNetfilter
 
 /// The worker against a fake kernel: real NFQUEUE packet messages in, and the verdict
 /// messages it would send decoded byte by byte. No root, no sockets.
 @Suite("Worker and netlink verdicts")
 struct WorkerTests {
-    struct Verdict { let id: UInt32; let verdict: UInt32; let mark: UInt32?; let payload: [UInt8]?; let payloadAttrLength: Int? }
+    struct Verdict { let id: UInt32; let verdict: UInt32; let mark: UInt32?; let payload: [UInt8]?; let payloadAttrLength: Int?; var queue: Int = 0 }
 
     /// Decodes a train of NFQNL_MSG_VERDICT messages (nlmsghdr, nfgenmsg, attributes).
     func decode(_ b: [UInt8]) -> [Verdict] {
@@ -18,6 +19,7 @@ struct WorkerTests {
         var off = 0
         while off + 16 <= b.count {
             let len = u32le(off)
+            let queue = Int(b[off + 18]) << 8 | Int(b[off + 19]) // nfgenmsg res_id, big-endian
             var a = off + 16 + 4
             var id: UInt32 = 0, verdict: UInt32 = 0, mark: UInt32? = nil, payload: [UInt8]? = nil, plen: Int? = nil
             while a + 4 <= off + len {
@@ -30,7 +32,7 @@ struct WorkerTests {
                 }
                 a += (alen + 3) & ~3
             }
-            out.append(Verdict(id: id, verdict: verdict, mark: mark, payload: payload, payloadAttrLength: plen))
+            out.append(Verdict(id: id, verdict: verdict, mark: mark, payload: payload, payloadAttrLength: plen, queue: queue))
             off += (len + 3) & ~3
         }
         return out
@@ -84,6 +86,44 @@ struct WorkerTests {
         w.processBatch(count: w.loadFakeBatch([udp(10, dst: "203.0.113.1")]))
         let v = decode(w.io.lastTrain)
         #expect(v.count == 1 && v[0].verdict == 1 && v[0].payload == nil && v[0].mark == 0x8000)
+    }
+
+    @Test("a whole TCP packet from the GSO twin: ESP segments on the raw socket, DROP on the twin queue")
+    func wholePacket() throws {
+        let key = SecretBytes([UInt8](repeating: 7, count: 20))
+        let sa = try SecurityAssociation(config: SAConfig(name: "o", direction: .outbound, spi: 0x1001, mode: .tunnel,
+                                                           local: IPAddress("192.0.2.1")!, remote: IPAddress("192.0.2.2")!,
+                                                           proposal: .aes128gcm16, keyMaterial: key))
+        let db = try SecurityDatabase(policies: [
+            Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.0/24")), action: .protect(sa: "o")),
+        ], associations: [sa])
+        let w = Worker(index: 0, queue: nil, queueNumber: 3, holder: DatabaseHolder(db), markShift: 16, passthrough: false)
+        w.io.keepLastTrain = true
+        let hints = MSSHints()
+        w.mssHints = hints
+        let flow = MSSHints.Flow(src: IPAddress("198.51.100.7")!, dst: IPAddress("203.0.113.9")!, srcPort: 1, dstPort: 2)
+        hints.record(flow, mss: 1400)
+        // 20 000 bytes of TCP payload, checksum unfinished, handed over whole on queue 5.
+        let total = 40 + 20_000
+        var p: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0, 1, 0x40, 0, 64, 6, 0, 0]
+        p += IPAddress("198.51.100.7")!.bytes + IPAddress("203.0.113.9")!.bytes
+        p += [0, 1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xFF, 0xFF, 0x12, 0x34, 0, 0]
+        p += (0..<20_000).map { UInt8(truncatingIfNeeded: $0) }
+        p.withUnsafeMutableBytes { IPv4Header.fixChecksum($0, headerLength: 20) }
+        let gso = UInt32(SLUICE_NFQ_SKB_GSO | SLUICE_NFQ_SKB_CSUM_NOTREADY)
+        let n = w.loadFakeBatch([p], queue: 5, skbInfo: gso)
+        w.processBatch(count: n)
+        let v = decode(w.io.lastTrain)
+        #expect(v.count == 1 && v[0].queue == 5 && v[0].verdict == 0 && v[0].payload == nil,
+                "the original is dropped on the queue it came from")
+        #expect(w.capturedRaw.count == 15, "20 000 bytes at 1400 per segment")
+        for esp in w.capturedRaw {
+            let h = try parse(esp)
+            #expect(h.proto == IPProto.esp && h.totalLength == esp.count && esp.count <= 1500)
+        }
+        #expect(w.stats.wholePackets.load == 1 && w.stats.segments.load == 15 && w.stats.injected.load == 15)
+        #expect(w.stats.dropped.load == 0, "a packet that left as ESP is not a drop")
+        #expect(sa.counters.packets == 15, "one sequence number and one count per ESP packet")
     }
 
     func parse(_ b: [UInt8]) throws -> IPHeaderInfo {

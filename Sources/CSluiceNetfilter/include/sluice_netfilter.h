@@ -29,6 +29,15 @@ enum {
     SLUICE_NFQ_FLAG_GSO = 1 << 2,
 };
 
+/// NFQA_SKB_INFO bits (only sent on queues bound with SLUICE_NFQ_FLAG_GSO).
+enum {
+    /// The transport checksum is not finished (CHECKSUM_PARTIAL): the field holds only
+    /// the pseudo-header sum. Whoever rewrites the packet must complete it.
+    SLUICE_NFQ_SKB_CSUM_NOTREADY = 1 << 0,
+    /// A GSO packet: one header for many segments' worth of payload.
+    SLUICE_NFQ_SKB_GSO = 1 << 1,
+};
+
 /// One message the kernel sent on a queue socket.
 typedef struct {
     int kind;               // 1 = packet, 2 = netlink error/ack, 0 = other (ignored)
@@ -41,6 +50,8 @@ typedef struct {
     uint32_t payload_offset; // offset of the packet bytes inside the receive buffer
     uint32_t payload_len;
     uint32_t cap_len;        // original length when the kernel truncated the copy, else 0
+    uint32_t skb_info;       // SLUICE_NFQ_SKB_* bits
+    uint16_t queue;          // the queue number (nfgenmsg res_id): a socket may own several
 } sluice_nfq_message;
 
 /// Opens an AF_NETLINK/NETLINK_NETFILTER socket with the given receive buffer size
@@ -77,7 +88,7 @@ int sluice_recv_batch(int fd, void *bufs, size_t buf_len, int count,
 /// Builds the NFQNL_MSG_PACKET message the kernel would send for `payload` (benchmarks
 /// and tests use it as a fake kernel). Returns its length or -1 if cap is short.
 int sluice_nfq_build_packet(void *buf, size_t cap, uint16_t queue, uint32_t packet_id, uint16_t hw_protocol,
-                            uint8_t hook, const void *payload, size_t payload_len);
+                            uint8_t hook, uint32_t skb_info, const void *payload, size_t payload_len);
 
 /// accept4 with SOCK_CLOEXEC; returns the fd or -errno.
 int sluice_accept(int fd);
@@ -93,6 +104,11 @@ int sluice_raw_open(int family, uint32_t mark);
 /// Sends a complete IP packet on a raw socket to the packet's own destination.
 /// Returns 0 or -errno.
 int sluice_raw_send(int fd, const uint8_t *packet, size_t len);
+
+/// Sends `count` complete IP packets of one family, packet i at buf + offsets[i] with
+/// lens[i] bytes, in as few sendmmsg calls as it takes (EINTR retried). Returns how many
+/// were sent, or -errno if the first one failed.
+int sluice_raw_send_batch(int fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lens, int count);
 
 /// send() returning -errno on failure.
 ssize_t sluice_send(int fd, const void *buf, size_t len);

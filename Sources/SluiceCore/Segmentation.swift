@@ -1,0 +1,250 @@
+import Synchronization
+
+/// TCP segmentation offload done here instead of in the kernel.
+///
+/// A queue bound with NFQA_CFG_F_GSO hands over a TCP packet whole: one IP and TCP
+/// header for up to 64 KB of payload, as the sender's stack (or GRO on a gateway) built
+/// it. Crossing into user space once per 64 KB instead of once per 1.4 KB is what makes
+/// the redirect cheap; the price is that we must cut the segments ourselves, finish their
+/// checksums (the kernel leaves CHECKSUM_PARTIAL packets unfinished on such queues), and
+/// choose a segment size the receiver accepts. The kernel does not tell us the sender's
+/// gso_size, so `MSSHints` remembers what each receiver advertised.
+
+/// One's-complement arithmetic for the Internet checksum (RFC 1071), eight bytes at a time.
+public enum Checksum {
+    /// The folded, uncomplemented sum of `p` as big-endian 16-bit words (an odd last byte
+    /// is padded with zero). RFC 1071 §2(B): summing little-endian words and swapping
+    /// the folded result gives the same value.
+    public static func sum(_ p: UnsafeRawBufferPointer) -> UInt16 {
+        var acc: UInt64 = 0
+        var i = 0
+        let n = p.count
+        while i + 8 <= n {
+            let (s, o) = acc.addingReportingOverflow(p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+            acc = s &+ (o ? 1 : 0)
+            i += 8
+        }
+        if i < n {
+            var tail: UInt64 = 0
+            var shift: UInt64 = 0
+            while i < n {
+                tail |= UInt64(p[i]) << shift
+                shift += 8
+                i += 1
+            }
+            let (s, o) = acc.addingReportingOverflow(tail)
+            acc = s &+ (o ? 1 : 0)
+        }
+        return fold(acc).byteSwapped
+    }
+
+    /// Folds a 64-bit one's-complement accumulator to 16 bits.
+    @inline(__always)
+    public static func fold(_ v: UInt64) -> UInt16 {
+        var s = (v & 0xFFFF_FFFF) &+ (v >> 32)
+        s = (s & 0xFFFF) &+ (s >> 16)
+        s = (s & 0xFFFF) &+ (s >> 16)
+        s = (s & 0xFFFF) &+ (s >> 16)
+        return UInt16(truncatingIfNeeded: s)
+    }
+
+    /// The pseudo-header sum (RFC 9293 §3.1, RFC 8200 §8.1) for an upper-layer packet of
+    /// `length` bytes with protocol `proto` between the addresses of the IP header in `p`.
+    static func pseudoHeader(_ p: UnsafeRawBufferPointer, header h: IPHeaderInfo, proto: UInt8, length: Int) -> UInt64 {
+        let addrs = h.family == .v4 ? UnsafeRawBufferPointer(rebasing: p[12..<20]) : UnsafeRawBufferPointer(rebasing: p[8..<40])
+        return UInt64(sum(addrs)) + UInt64(proto) + UInt64(length)
+    }
+
+    /// Writes the finished TCP or UDP checksum of the packet in `p` (header `h`), computed
+    /// from scratch: whatever the field held (a partial sum, or garbage) is ignored.
+    public static func finishTransport(_ p: UnsafeMutableRawBufferPointer, header h: IPHeaderInfo) throws(DropReason) {
+        let start = h.headerLength
+        let end = h.totalLength
+        let field: Int
+        switch h.proto {
+        case IPProto.tcp: field = start + 16
+        case IPProto.udp: field = start + 6
+        default: throw .unsupported
+        }
+        guard field + 2 <= end, end <= p.count else { throw .truncated }
+        writeU16(p, field, 0)
+        let ro = UnsafeRawBufferPointer(p)
+        let total = UInt64(sum(UnsafeRawBufferPointer(rebasing: ro[start..<end])))
+            + pseudoHeader(ro, header: h, proto: h.proto, length: end - start)
+        var c = ~fold(total)
+        if c == 0 && h.proto == IPProto.udp { c = 0xFFFF } // RFC 768: 0 means "no checksum"
+        writeU16(p, field, c)
+    }
+
+    /// True when the TCP or UDP checksum of the packet in `p` verifies (tests, and a
+    /// debugging aid: the receive path leaves verification to the kernel).
+    public static func transportIsValid(_ p: UnsafeRawBufferPointer, header h: IPHeaderInfo) -> Bool {
+        let start = h.headerLength, end = h.totalLength
+        guard end <= p.count, start < end else { return false }
+        let total = UInt64(sum(UnsafeRawBufferPointer(rebasing: p[start..<end])))
+            + pseudoHeader(p, header: h, proto: h.proto, length: end - start)
+        return fold(total) == 0xFFFF
+    }
+}
+
+/// A TCP packet taken whole from a GSO queue, cut into segments on demand.
+public struct TCPSegmenter {
+    public let header: IPHeaderInfo
+    public let tcpHeaderLength: Int
+    public let payloadLength: Int
+
+    static let fin: UInt8 = 0x01, psh: UInt8 = 0x08, cwr: UInt8 = 0x80
+
+    /// Checks that `p` holds an unfragmented TCP packet with a sane header.
+    public init(packet p: UnsafeRawBufferPointer, header h: IPHeaderInfo) throws(DropReason) {
+        guard h.proto == IPProto.tcp, !h.isFragment else { throw .unsupported }
+        let t = h.headerLength
+        guard t + 20 <= h.totalLength, h.totalLength <= p.count else { throw .truncated }
+        let thl = Int(p[t + 12] >> 4) * 4
+        guard thl >= 20, t + thl <= h.totalLength else { throw .malformedIP }
+        header = h
+        tcpHeaderLength = thl
+        payloadLength = h.totalLength - t - thl
+    }
+
+    /// Bytes of the IP and TCP headers that every segment repeats.
+    public var headersLength: Int { header.headerLength + tcpHeaderLength }
+
+    public func segmentCount(payloadPerSegment size: Int) -> Int {
+        payloadLength == 0 ? 1 : (payloadLength + size - 1) / size
+    }
+
+    /// Writes segment `index` (payload bytes [index*size, (index+1)*size)) into `out` as a
+    /// complete IP packet: lengths, IPv4 ID and header checksum, TCP sequence number,
+    /// flags (FIN and PSH only on the last segment, CWR only on the first, as the kernel's
+    /// tcp_gso_segment does) and a finished TCP checksum. Returns its header.
+    public func write(segment index: Int, payloadPerSegment size: Int, from p: UnsafeRawBufferPointer,
+                      into out: inout PacketBuffer) throws(DropReason) -> IPHeaderInfo {
+        let count = segmentCount(payloadPerSegment: size)
+        guard size > 0, index >= 0, index < count else { throw .unsupported }
+        let offset = index * size
+        let length = min(size, payloadLength - offset)
+        let hl = headersLength
+        let t = header.headerLength
+        try out.load(UnsafeRawBufferPointer(rebasing: p[0..<hl]))
+        try out.append(length)
+        let total = hl + length
+        let seg = try out.withMutableBytes { (q) throws(DropReason) -> IPHeaderInfo in
+            let src = UnsafeRawBufferPointer(rebasing: p[(hl + offset)..<(hl + offset + length)])
+            UnsafeMutableRawBufferPointer(rebasing: q[hl..<total]).copyMemory(from: src)
+            if header.family == .v4 {
+                writeU16(q, 2, UInt16(total))
+                writeU16(q, 4, readU16(UnsafeRawBufferPointer(q), 4) &+ UInt16(truncatingIfNeeded: index))
+                IPv4Header.fixChecksum(q, headerLength: t)
+            } else {
+                writeU16(q, 4, UInt16(total - 40))
+            }
+            writeU32(q, t + 4, readU32(UnsafeRawBufferPointer(q), t + 4) &+ UInt32(truncatingIfNeeded: offset))
+            var flags = q[t + 13]
+            if index != count - 1 { flags &= ~(TCPSegmenter.fin | TCPSegmenter.psh) }
+            if index != 0 { flags &= ~TCPSegmenter.cwr }
+            q[t + 13] = flags
+            let h = try IPHeaderInfo.parse(UnsafeRawBufferPointer(q))
+            try Checksum.finishTransport(q, header: h)
+            return h
+        }
+        return seg
+    }
+}
+
+/// What each TCP receiver told its peer it accepts (the MSS option of its SYN or
+/// SYN-ACK), lowered by any ICMP "fragmentation needed" / "packet too big" for the flow.
+///
+/// Outbound GSO packets are cut at min(this, what fits the SA): never larger than the
+/// sender's own segments would have been. Learned from decrypted inbound packets, so the
+/// worker that opens a SYN-ACK and the one that seals the flow may differ: one lock,
+/// taken once per SYN, ICMP error or 64 KB packet.
+public final class MSSHints: Sendable {
+    public struct Flow: Hashable, Sendable {
+        public var src: IPAddress, dst: IPAddress, srcPort: UInt16, dstPort: UInt16
+        public init(src: IPAddress, dst: IPAddress, srcPort: UInt16, dstPort: UInt16) {
+            self.src = src; self.dst = dst; self.srcPort = srcPort; self.dstPort = dstPort
+        }
+        public var reversed: Flow { Flow(src: dst, dst: src, srcPort: dstPort, dstPort: srcPort) }
+    }
+
+    /// Bounded: when full it starts over (flows then fall back to the safe default until
+    /// their next SYN or ICMP error), so a flood of SYNs cannot grow it.
+    public static let capacity = 65536
+    private let table = Mutex<[Flow: UInt16]>([:])
+
+    public init() {}
+
+    public func mss(for flow: Flow) -> UInt16? { table.withLock { $0[flow] } }
+
+    public var count: Int { table.withLock { $0.count } }
+
+    /// `flow` is the direction that will carry data sized by `mss`.
+    public func record(_ flow: Flow, mss: UInt16) {
+        table.withLock {
+            if $0.count >= MSSHints.capacity && $0[flow] == nil { $0.removeAll(keepingCapacity: true) }
+            $0[flow] = mss
+        }
+    }
+
+    /// A path MTU drop: only ever lowers.
+    public func lower(_ flow: Flow, mss: UInt16) {
+        table.withLock {
+            if let old = $0[flow], old <= mss { return }
+            if $0.count >= MSSHints.capacity && $0[flow] == nil { $0.removeAll(keepingCapacity: true) }
+            $0[flow] = mss
+        }
+    }
+
+    /// Learns from a packet that arrived from the peer (decrypted): a SYN's MSS option
+    /// limits what we may send back on the reverse flow; an ICMP error that quotes one
+    /// of our TCP packets lowers that flow's size.
+    public func learn(fromInbound p: UnsafeRawBufferPointer, header h: IPHeaderInfo) {
+        guard !h.isFragment else { return }
+        let t = h.headerLength
+        switch h.proto {
+        case IPProto.tcp:
+            guard t + 20 <= h.totalLength, h.totalLength <= p.count, p[t + 13] & 0x02 != 0 else { return }
+            let thl = Int(p[t + 12] >> 4) * 4
+            guard thl > 20, t + thl <= h.totalLength,
+                  let mss = TCPOptions.mss(UnsafeRawBufferPointer(rebasing: p[(t + 20)..<(t + thl)])) else { return }
+            let flow = Flow(src: h.src, dst: h.dst, srcPort: readU16(p, t), dstPort: readU16(p, t + 2))
+            record(flow.reversed, mss: mss)
+        case IPProto.icmp, IPProto.icmpv6:
+            guard t + 8 <= h.totalLength, h.totalLength <= p.count else { return }
+            let mtu: Int
+            if h.proto == IPProto.icmp, p[t] == 3, p[t + 1] == 4 { mtu = Int(readU16(p, t + 6)) }
+            else if h.proto == IPProto.icmpv6, p[t] == 2 { mtu = Int(readU32(p, t + 4)) }
+            else { return }
+            let quoted = UnsafeRawBufferPointer(rebasing: p[(t + 8)..<h.totalLength])
+            guard let q = try? IPHeaderInfo.parseQuoted(quoted), q.proto == IPProto.tcp,
+                  q.headerLength + 4 <= quoted.count else { return }
+            let flow = Flow(src: q.src, dst: q.dst, srcPort: readU16(quoted, q.headerLength),
+                            dstPort: readU16(quoted, q.headerLength + 2))
+            let mss = mtu - q.headerLength - 20
+            if mss >= 64 { lower(flow, mss: UInt16(clamping: mss)) }
+        default:
+            return
+        }
+    }
+}
+
+enum TCPOptions {
+    /// The MSS option (kind 2, length 4) in a TCP options area, if present and well formed.
+    static func mss(_ o: UnsafeRawBufferPointer) -> UInt16? {
+        var i = 0
+        while i < o.count {
+            switch o[i] {
+            case 0: return nil                 // end of options
+            case 1: i += 1                     // no-op
+            default:
+                guard i + 1 < o.count else { return nil }
+                let len = Int(o[i + 1])
+                guard len >= 2, i + len <= o.count else { return nil }
+                if o[i] == 2 && len == 4 { return readU16(o, i + 2) }
+                i += len
+            }
+        }
+        return nil
+    }
+}
