@@ -18,9 +18,10 @@ OUT = Path(__file__).resolve().parent / "results"
 DEADLINE = time.time() + 11 * 60  # a hard bound on the whole run
 
 
-def setup_sluice(lab, mode, proposal, queues, passthrough=False, batch=None, busy_poll=None):
+def setup_sluice(lab, mode, proposal, queues, passthrough=False, batch=None, busy_poll=None, gso=True):
     extra = ("passthrough = true\n" if passthrough else "") + (f"batch = {batch}\n" if batch else "")
     extra += f"busy_poll_us = {busy_poll}\n" if busy_poll else ""
+    extra += "" if gso else "gso = false\n"
     a, b, _, _, _, target, src = sluice_host_pair(lab, mode, proposal, queues=queues, extra_header=extra)
     return a, b, target, src
 
@@ -112,12 +113,12 @@ def measure(lab, a, b, target, src):
 
 CASES = [("veth", lambda l: setup_veth(l)),
          ("redirect (passthrough)", lambda l: setup_sluice(l, "transport", "aes128gcm16", 2, passthrough=True)),
-         ("redirect naive (batch 1)", lambda l: setup_sluice(l, "transport", "aes128gcm16", 2, passthrough=True, batch=1))]
+         ("redirect naive (batch 1, no GSO)", lambda l: setup_sluice(l, "transport", "aes128gcm16", 2, passthrough=True, batch=1, gso=False))]
 for p in ("aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128-sha256"):
     for m in ("tunnel", "transport"):
         CASES.append((f"sluice {p} {m}", (lambda p, m: lambda l: setup_sluice(l, m, p, 2))(p, m)))
 CASES.append(("sluice aes128gcm16 tunnel 1 queue", lambda l: setup_sluice(l, "tunnel", "aes128gcm16", 1)))
-CASES.append(("sluice aes128gcm16 tunnel busy_poll 50us", lambda l: setup_sluice(l, "tunnel", "aes128gcm16", 2, busy_poll=50)))
+CASES.append(("sluice aes128gcm16 tunnel, GSO off", lambda l: setup_sluice(l, "tunnel", "aes128gcm16", 2, gso=False)))
 CASES.append(("wireguard-go", setup_wireguard))
 
 
@@ -197,10 +198,12 @@ def report(results):
                      f"{med(name, 'udp64'):.1f} ({loss('udp64')}) | {lat('latency_idle')} | {lat('latency_loaded')} | {ratio:.2f} |")
     gcm = med("sluice aes128gcm16 tunnel", "tcp1")
     redirect = med("redirect (passthrough)", "tcp1")
-    naive = med("redirect naive (batch 1)", "tcp1")
+    naive = med("redirect naive (batch 1, no GSO)", "tcp1")
+    nogso = med("sluice aes128gcm16 tunnel, GSO off", "tcp1")
     lines += ["", f"Sluice aes128gcm16 tunnel / wireguard-go, TCP 1 stream: {gcm / wg:.2f}x (target >= 2)" if wg else "",
               f"Sluice aes128gcm16 tunnel / redirect alone (batched), TCP 1 stream: {gcm / redirect:.2f}" if redirect else "",
               f"Sluice aes128gcm16 tunnel / naive redirect (one recv, verdict, syscall per packet), TCP 1 stream: {gcm / naive:.2f} (target >= 1)" if naive else "",
+              f"Sluice aes128gcm16 tunnel, GSO on / off (whole packets vs one crossing per segment), TCP 1 stream: {gcm / nogso:.2f}" if nogso else "",
               f"2 queues / 1 queue, TCP 2 streams: {med('sluice aes128gcm16 tunnel', 'tcp2') / max(1e-9, med('sluice aes128gcm16 tunnel 1 queue', 'tcp2')):.2f}",
               f"added idle latency over veth, p50: {med('sluice aes128gcm16 tunnel', 'latency_idle_p50_us') - med('veth', 'latency_idle_p50_us'):.0f} us (target < 100)"]
     text = "\n".join(lines) + "\n"

@@ -45,7 +45,7 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible, Comparable
     }
 
     /// Reads an address of `family` from a raw buffer at `offset` (caller checked bounds).
-    init(reading p: UnsafeRawBufferPointer, at o: Int, family: Family) {
+    public init(reading p: UnsafeRawBufferPointer, at o: Int, family: Family) {
         switch family {
         case .v4:
             self.init(v4: readU32(p, o))

@@ -248,3 +248,133 @@ enum TCPOptions {
         return nil
     }
 }
+
+/// The receive side of the same idea (GRO in user space): consecutive decrypted TCP
+/// segments of one flow are merged into one packet, so the kernel's stack runs once per
+/// up to 64 KB instead of once per segment, and the receiver acknowledges once per merge.
+///
+/// Only for packets this host delivers to itself: a merged packet is not a GSO packet,
+/// so it could not be forwarded over a normal MTU. The rules follow the kernel's
+/// tcp_gro_receive: same flow, next sequence number, same ACK number, window, header
+/// lengths, options, TTL and TOS; ACK set; only PSH may end a merge; no SYN, FIN, RST,
+/// URG, ECE or CWR; segments no larger than the first. Every segment's checksum is
+/// verified before it joins (the merged checksum is computed from the verified parts),
+/// so a bad segment is still refused by the kernel instead of being laundered here.
+public struct TCPCoalescer {
+    public private(set) var buffer = PacketBuffer()
+    /// Segments merged in `buffer` (0 = empty).
+    public private(set) var count = 0
+    var family = IPAddress.Family.v4
+    var ipHeaderLength = 0, tcpHeaderLength = 0
+    var segmentSize = 0, payloadLength = 0
+    var nextSeq: UInt32 = 0
+    /// One's-complement sum of the merged payload so far (big-endian words).
+    var payloadSum: UInt64 = 0
+    var closed = false
+
+    public init() {}
+
+    static let ack: UInt8 = 0x10, psh: UInt8 = 0x08
+    /// Room left for the IP total length field (IPv4) or payload length (IPv6).
+    static let maxTotal = 65535
+
+    /// The payload's start and length, if `p` is a segment this can merge at all.
+    static func eligible(_ p: UnsafeRawBufferPointer, _ h: IPHeaderInfo) -> (start: Int, length: Int)? {
+        guard h.proto == IPProto.tcp, !h.isFragment, h.headerLength == (h.family == .v4 ? 20 : 40),
+              h.totalLength <= p.count, h.totalLength >= h.headerLength + 20 else { return nil }
+        let t = h.headerLength
+        let thl = Int(p[t + 12] >> 4) * 4
+        let flags = p[t + 13]
+        guard thl >= 20, t + thl < h.totalLength, flags & ~(ack | psh) == 0, flags & ack != 0 else { return nil }
+        return (t + thl, h.totalLength - t - thl)
+    }
+
+    /// Verifies the segment's checksum; returns its payload's sum when it is good.
+    static func verifiedPayloadSum(_ p: UnsafeRawBufferPointer, _ h: IPHeaderInfo, payloadStart: Int) -> UInt64? {
+        let t = h.headerLength
+        let header = UInt64(Checksum.sum(UnsafeRawBufferPointer(rebasing: p[t..<payloadStart])))
+        let payload = UInt64(Checksum.sum(UnsafeRawBufferPointer(rebasing: p[payloadStart..<h.totalLength])))
+        let pseudo = Checksum.pseudoHeader(p, header: h, proto: IPProto.tcp, length: h.totalLength - t)
+        return Checksum.fold(header + payload + pseudo) == 0xFFFF ? payload : nil
+    }
+
+    /// Starts a merge with `p` (a decrypted packet). False if it cannot be merged.
+    public mutating func start(_ p: UnsafeRawBufferPointer, header h: IPHeaderInfo) -> Bool {
+        count = 0
+        guard let (start, length) = TCPCoalescer.eligible(p, h),
+              let sum = TCPCoalescer.verifiedPayloadSum(p, h, payloadStart: start) else { return false }
+        guard (try? buffer.load(UnsafeRawBufferPointer(rebasing: p[0..<h.totalLength]))) != nil else { return false }
+        family = h.family
+        ipHeaderLength = h.headerLength
+        tcpHeaderLength = start - h.headerLength
+        segmentSize = length
+        payloadLength = length
+        payloadSum = sum
+        nextSeq = readU32(p, h.headerLength + 4) &+ UInt32(length)
+        closed = p[h.headerLength + 13] & TCPCoalescer.psh != 0
+        count = 1
+        return true
+    }
+
+    /// Appends `p` if it continues the merge; false (nothing changed) if it does not.
+    public mutating func append(_ p: UnsafeRawBufferPointer, header h: IPHeaderInfo) -> Bool {
+        guard count > 0, !closed, h.family == family, let (start, length) = TCPCoalescer.eligible(p, h),
+              h.headerLength == ipHeaderLength, start - h.headerLength == tcpHeaderLength,
+              length <= segmentSize, ipHeaderLength + tcpHeaderLength + payloadLength + length <= TCPCoalescer.maxTotal
+        else { return false }
+        let t = ipHeaderLength
+        let matches = buffer.withBytes { b -> Bool in
+            // Addresses (IPv4: TOS/TTL too; IPv6: traffic class and hop limit), ports.
+            if family == .v4 {
+                guard b[1] == p[1], b[8] == p[8], b[9] == p[9], b[12..<20].elementsEqual(p[12..<20]) else { return false }
+            } else {
+                guard b[0..<4].elementsEqual(p[0..<4]), b[6..<40].elementsEqual(p[6..<40]) else { return false }
+            }
+            guard b[t..<(t + 4)].elementsEqual(p[t..<(t + 4)]), readU32(p, t + 4) == nextSeq,
+                  b[(t + 8)..<(t + 12)].elementsEqual(p[(t + 8)..<(t + 12)]),          // ACK number
+                  b[t + 12] == p[t + 12], b[(t + 14)..<(t + 16)].elementsEqual(p[(t + 14)..<(t + 16)]), // offset, window
+                  b[(t + 20)..<(t + tcpHeaderLength)].elementsEqual(p[(t + 20)..<(t + tcpHeaderLength)]) // options
+            else { return false }
+            return true
+        }
+        guard matches, let sum = TCPCoalescer.verifiedPayloadSum(p, h, payloadStart: start) else { return false }
+        let at = buffer.count
+        guard (try? buffer.append(length)) != nil else { return false }
+        _ = try? buffer.withMutableBytes { (b) throws(DropReason) in
+            UnsafeMutableRawBufferPointer(rebasing: b[at..<(at + length)])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: p[start..<(start + length)]))
+            if p[t + 13] & TCPCoalescer.psh != 0 { b[t + 13] |= TCPCoalescer.psh }
+        }
+        // A payload that starts at an odd offset contributes its sum byte-swapped (RFC 1071 §2(B)).
+        let (s, o) = payloadSum.addingReportingOverflow(UInt64(payloadLength & 1 == 0 ? UInt16(sum) : UInt16(sum).byteSwapped))
+        payloadSum = s &+ (o ? 1 : 0)
+        payloadLength += length
+        nextSeq &+= UInt32(length)
+        if length < segmentSize || p[t + 13] & TCPCoalescer.psh != 0 { closed = true }
+        count += 1
+        return true
+    }
+
+    /// Writes the merged packet's lengths and checksums; `buffer` is then ready to send.
+    public mutating func finish() {
+        guard count > 1 else { return }
+        let t = ipHeaderLength
+        let total = t + tcpHeaderLength + payloadLength
+        _ = try? buffer.withMutableBytes { (b) throws(DropReason) in
+            if family == .v4 {
+                writeU16(b, 2, UInt16(total))
+                IPv4Header.fixChecksum(b, headerLength: 20)
+            } else {
+                writeU16(b, 4, UInt16(total - 40))
+            }
+            writeU16(b, t + 16, 0)
+            let ro = UnsafeRawBufferPointer(b)
+            let h = UInt64(Checksum.sum(UnsafeRawBufferPointer(rebasing: ro[t..<(t + tcpHeaderLength)])))
+            let pseudo = UInt64(Checksum.sum(UnsafeRawBufferPointer(rebasing: family == .v4 ? ro[12..<20] : ro[8..<40])))
+                + UInt64(IPProto.tcp) + UInt64(total - t)
+            writeU16(b, t + 16, ~Checksum.fold(h + UInt64(Checksum.fold(payloadSum)) + pseudo))
+        }
+    }
+
+    public mutating func reset() { count = 0; closed = false }
+}

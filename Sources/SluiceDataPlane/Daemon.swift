@@ -30,6 +30,8 @@ public final class Daemon: @unchecked Sendable {
     let holder: DatabaseHolder
     /// Receivers' MSS per TCP flow, shared by all workers; survives reloads.
     let mssHints = MSSHints()
+    /// With gso: this host's addresses, where decrypted TCP may be delivered merged.
+    var localAddresses: LocalAddresses?
     let store: SequenceStore
     let started = monotonicNanos()
     var reloads: UInt64 = 0
@@ -99,6 +101,10 @@ public final class Daemon: @unchecked Sendable {
                 let log = logger
                 w.busyPollNanos = UInt64(config.busyPollMicros) * 1000
                 w.mssHints = mssHints
+                if config.gso {
+                    if localAddresses == nil { localAddresses = LocalAddresses() }
+                    w.localAddresses = localAddresses
+                }
                 w.onVerdictError = { code in log.debug("kernel refused a verdict on queue \(q): \(Errno(code))") }
                 workers.append(w)
             } catch {
@@ -165,6 +171,7 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         let watchdog = startWatchdog()
+        localAddresses?.start()
         let mode = config.passthrough ? " in PASSTHROUGH mode (packets are queued and accepted unchanged)" : ""
         logger.info("sluice running\(mode): \(config.queues) queue(s) from \(config.queueBase), backend \(backend.rawValue), \(config.associations.count) SA(s), \(config.policies.count) polic\(config.policies.count == 1 ? "y" : "ies"), control socket \(config.controlSocket)")
         SystemdNotify.send("READY=1\nSTATUS=forwarding on \(config.queues) queue(s)\nMAINPID=\(getpid())")
@@ -184,6 +191,7 @@ public final class Daemon: @unchecked Sendable {
         }
         SystemdNotify.send("STOPPING=1")
         watchdog?.clear()
+        localAddresses?.stop()
         Firewall.remove(builder, created: created, logger: logger)
         workers.forEach { $0.stop() }
         control.stop()

@@ -46,6 +46,10 @@ public final class MetricsExporter: @unchecked Sendable {
                 counter("sluice_queue_batches_total", l, q.batches, help: "Receive batches (recvmmsg calls that returned packets)")
                 counter("sluice_queue_receive_overruns_total", l, q.receiveOverruns, help: "ENOBUFS: the kernel dropped for a full socket")
                 counter("sluice_queue_verdict_errors_total", l, q.verdictErrors, help: "Verdicts the kernel refused")
+                counter("sluice_queue_gso_whole_total", l, q.wholePackets ?? 0, help: "TCP packets taken whole from the GSO twin queue and cut here")
+                counter("sluice_queue_gso_segments_total", l, q.segments ?? 0, help: "ESP packets cut from whole TCP packets")
+                counter("sluice_queue_merged_total", l, q.coalesced ?? 0, help: "Decrypted TCP segments merged into the one before (local delivery)")
+                counter("sluice_queue_raw_sent_total", l, q.injected, help: "Packets sent on a raw socket instead of in a verdict")
                 gauge("sluice_queue_latency_seconds", l + [("quantile", "0.5")], Double(q.latencyP50Nanos) / 1e9, help: "Per-packet processing time (upper bucket bound)")
                 gauge("sluice_queue_latency_seconds", l + [("quantile", "0.99")], Double(q.latencyP99Nanos) / 1e9, help: "Per-packet processing time (upper bucket bound)")
             }

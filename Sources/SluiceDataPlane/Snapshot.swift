@@ -31,6 +31,8 @@ public struct StatsSnapshot: Codable, Sendable {
         public var bytesIn, bytesOut, batches, maxBatch, receiveOverruns, verdictErrors, ioErrors, injected, injectErrors: UInt64
         /// GSO packets taken whole, and the ESP packets cut from them (0 in older daemons).
         public var wholePackets: UInt64? = nil, segments: UInt64? = nil
+        /// Decrypted TCP segments merged into the previous one (receive-side GRO).
+        public var coalesced: UInt64? = nil
         public var latencyP50Nanos, latencyP99Nanos: UInt64
         public var drops: [String: UInt64]
     }
@@ -92,7 +94,7 @@ extension StatsSnapshot {
                               bytesIn: s.bytesIn.load, bytesOut: s.bytesOut.load, batches: s.batches.load, maxBatch: s.maxBatch.load,
                               receiveOverruns: s.receiveOverruns.load, verdictErrors: s.verdictErrors.load, ioErrors: s.ioErrors.load,
                               injected: s.injected.load, injectErrors: s.injectErrors.load,
-                              wholePackets: s.wholePackets.load, segments: s.segments.load,
+                              wholePackets: s.wholePackets.load, segments: s.segments.load, coalesced: s.coalesced.load,
                               latencyP50Nanos: s.percentile(0.5), latencyP99Nanos: s.percentile(0.99), drops: drops)
         }
         let now = monotonicNanos() / 1_000_000_000

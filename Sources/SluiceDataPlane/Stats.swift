@@ -47,6 +47,7 @@ public final class WorkerStats: Sendable {
     public let injectErrors = Counter()
     public let wholePackets = Counter()      // GSO packets taken whole and cut here
     public let segments = Counter()          // ESP packets sent for them
+    public let coalesced = Counter()         // decrypted TCP segments merged into the one before
     public let drops: [Counter] = DropReason.allCases.map { _ in Counter() }
     /// Processing time per packet, log2 buckets of nanoseconds.
     public let latency: [Counter] = (0..<40).map { _ in Counter() }

@@ -82,6 +82,12 @@ public final class Worker: @unchecked Sendable {
     var pendingAccepts = 0
     /// Shared with every worker: receivers' MSS for sizing GSO segments.
     public var mssHints: MSSHints?
+    /// When set, decrypted TCP to these addresses is merged (see `TCPCoalescer`).
+    public var localAddresses: LocalAddresses?
+    var locals: Set<IPAddress> = []
+    var merge = TCPCoalescer()
+    var mergeFirst = sluice_nfq_message()
+    var mergeMark: UInt32 = 0
     /// See `SluiceConfiguration.busyPollMicros`.
     public var busyPollNanos: UInt64 = 0
     var onVerdictError: (@Sendable (Int32) -> Void)?
@@ -170,6 +176,7 @@ public final class Worker: @unchecked Sendable {
         let db = holder.database
         let now = monotonicNanos()
         let ctx = ProcessingContext(lane: index, now: now / 1_000_000_000, mssHints: mssHints)
+        if let localAddresses { locals = localAddresses.current }
         for slot in 0..<n {
             if io.truncated[slot] != 0 { stats.ioErrors.add(); continue }
             let m = io.parse(slot: slot)
@@ -183,6 +190,7 @@ public final class Worker: @unchecked Sendable {
                 handle(msg, slot: slot, database: db, context: ctx)
             }
         }
+        closeMerge()
         flushRaw()
         flushVerdicts()
     }
@@ -243,9 +251,14 @@ public final class Worker: @unchecked Sendable {
         case .unchanged:
             stats.unchanged.add()
             verdict(msg, accept: true, mark: mark, rewritten: false)
-        case .sealed, .opened:
-            if outcome == .sealed { stats.sealed.add() } else { stats.opened.add() }
-            passRewritten(msg, mark: mark, sourceIsLocal: outcome == .sealed)
+        case .sealed:
+            stats.sealed.add()
+            passRewritten(msg, mark: mark, sourceIsLocal: true)
+        case .opened:
+            stats.opened.add()
+            if localAddresses == nil || !tryMerge(msg, mark: mark) {
+                passRewritten(msg, mark: mark, sourceIsLocal: false)
+            }
         case let .icmpError(reason):
             stats.drop(reason)
             stats.icmpSent.add()
@@ -286,6 +299,35 @@ public final class Worker: @unchecked Sendable {
             stats.drop(reason)
             verdict(msg, accept: false, mark: nil, rewritten: false)
         }
+    }
+
+    /// Offers a decrypted packet to the merge. True when it was taken: appended (its own
+    /// verdict is DROP: its bytes travel in the first packet's) or made the start of a new
+    /// merge (its verdict waits for `closeMerge`).
+    func tryMerge(_ msg: sluice_nfq_message, mark: UInt32) -> Bool {
+        guard let h = packet.withBytes({ try? IPHeaderInfo.parse($0) }), h.proto == IPProto.tcp,
+              !mustInject(msg, sourceIsLocal: false), locals.contains(h.dst) else {
+            closeMerge()
+            return false
+        }
+        if merge.count > 0 && mergeFirst.queue == msg.queue && packet.withBytes({ merge.append($0, header: h) }) {
+            stats.coalesced.add()
+            verdict(msg, accept: false, mark: nil, rewritten: false)
+            return true
+        }
+        closeMerge()
+        guard packet.withBytes({ merge.start($0, header: h) }) else { return false }
+        mergeFirst = msg
+        mergeMark = mark
+        return true
+    }
+
+    /// Sends the verdict for the merge in progress: its first packet, now carrying all of it.
+    func closeMerge() {
+        guard merge.count > 0 else { return }
+        merge.finish()
+        verdict(mergeFirst, accept: true, mark: mergeMark, rewritten: true, from: merge.buffer)
+        merge.reset()
     }
 
     /// Adds an IP packet to its family's raw batch, sending the batch first when full.
@@ -332,7 +374,7 @@ public final class Worker: @unchecked Sendable {
     /// buffer is flushed first. An accepted packet must not overtake raw sends queued
     /// before it, so those go out first.
     @inline(__always)
-    func verdict(_ msg: sluice_nfq_message, accept: Bool, mark: UInt32?, rewritten: Bool) {
+    func verdict(_ msg: sluice_nfq_message, accept: Bool, mark: UInt32?, rewritten: Bool, from other: PacketBuffer? = nil) {
         if accept {
             stats.accepted.add()
             if rawOut.0.count > 0 || rawOut.1.count > 0 { flushRaw() }
@@ -340,8 +382,9 @@ public final class Worker: @unchecked Sendable {
         for _ in 0..<2 {
             let ok: Bool
             if rewritten {
-                stats.bytesOut.add(UInt64(packet.count))
-                ok = packet.withBytes { io.addVerdict(queue: msg.queue, id: msg.packet_id, accept: accept, mark: mark, payload: $0) }
+                let source = other ?? packet
+                stats.bytesOut.add(UInt64(source.count))
+                ok = source.withBytes { io.addVerdict(queue: msg.queue, id: msg.packet_id, accept: accept, mark: mark, payload: $0) }
             } else {
                 ok = io.addVerdict(queue: msg.queue, id: msg.packet_id, accept: accept, mark: mark, payload: nil)
             }

@@ -54,9 +54,11 @@ enum StatsView {
             let avgBatch = q.batches > 0 ? String(format: "%.1f", Double(q.received) / Double(q.batches)) : "-"
             return [String(q.queue), human(q.received), rate(q.received, pq?.received, dt), human(q.sealed), human(q.opened),
                     human(q.dropped), human(q.bytesIn), avgBatch, "\(q.latencyP50Nanos / 1000)/\(q.latencyP99Nanos / 1000)",
+                    "\(human(q.wholePackets ?? 0))/\(human(q.segments ?? 0))", human(q.coalesced ?? 0),
                     String(q.receiveOverruns), String(q.verdictErrors)]
         }
-        out += table(["queue", "packets", "rate", "sealed", "opened", "dropped", "bytes", "batch", "p50/p99us", "overruns", "verdict-err"], qrows)
+        out += table(["queue", "packets", "rate", "sealed", "opened", "dropped", "bytes", "batch", "p50/p99us",
+                      "gso-in/esp-out", "merged", "overruns", "verdict-err"], qrows)
         out += "\nSecurity associations\n" + renderSAs(s.associations, previous: p?.associations, seconds: dt)
         out += "\nDrops by reason\n"
         if s.drops.isEmpty { out += "  (none)\n" } else {

@@ -18,9 +18,10 @@ struct SegmentationTests {
         return h + data
     }
 
-    static func wholePacket(v6: Bool, dataLength: Int, flags: UInt8, src: String? = nil, dst: String? = nil) -> [UInt8] {
+    static func wholePacket(v6: Bool, dataLength: Int, flags: UInt8, src: String? = nil, dst: String? = nil,
+                            seq: UInt32 = 0xFFFF_F000) -> [UInt8] {
         let data = TestPackets.pattern(dataLength, seed: 11)
-        let t = tcp(seq: 0xFFFF_F000, flags: flags, data: data) // the sequence wraps mid-packet
+        let t = tcp(seq: seq, flags: flags, data: data) // by default the sequence wraps mid-packet
         if v6 {
             return TestPackets.ipv6(src: src ?? "2001:db8:1::7", dst: dst ?? "2001:db8:2::9", next: IPProto.tcp, payload: t)
         }
@@ -174,5 +175,79 @@ struct SegmentationTests {
         var buf = PacketBuffer(udp), scratch = PacketBuffer()
         #expect(PacketProcessor.processWhole(&buf, scratch: &scratch, database: pair.sender, context: .init()) { _ in } == .drop(.unsupported),
                 "only TCP is ever taken whole")
+    }
+
+    /// The segments the kernel would have delivered for `whole`, each a complete packet.
+    static func cut(_ whole: [UInt8], size: Int) throws -> [[UInt8]] {
+        let h = try parseHeader(whole)
+        let s = try whole.withUnsafeBytes { (p) throws(DropReason) in try TCPSegmenter(packet: p, header: h) }
+        var out = PacketBuffer()
+        return try (0..<s.segmentCount(payloadPerSegment: size)).map { i in
+            _ = try whole.withUnsafeBytes { (p) throws(DropReason) in try s.write(segment: i, payloadPerSegment: size, from: p, into: &out) }
+            return out.bytes
+        }
+    }
+
+    static func merge(_ segments: [[UInt8]]) throws -> (merged: [[UInt8]], taken: [Bool]) {
+        var c = TCPCoalescer()
+        var merged: [[UInt8]] = [], taken: [Bool] = []
+        for seg in segments {
+            let h = try parseHeader(seg)
+            if seg.withUnsafeBytes({ c.append($0, header: h) }) { taken.append(true); continue }
+            if c.count > 0 { c.finish(); merged.append(c.buffer.bytes); c.reset() }
+            if seg.withUnsafeBytes({ c.start($0, header: h) }) { taken.append(true) } else { taken.append(false); merged.append(seg) }
+        }
+        if c.count > 0 { c.finish(); merged.append(c.buffer.bytes) }
+        return (merged, taken)
+    }
+
+    @Test("received segments merge back into the sender's whole packet, with a valid checksum",
+          arguments: [(false, 1388), (true, 1388), (false, 1411), (true, 1411)])
+    func coalesce(v6: Bool, size: Int) throws {
+        let flags = SegmentationTests.ack | SegmentationTests.psh
+        let whole = SegmentationTests.wholePacket(v6: v6, dataLength: 60_000, flags: flags)
+        let segs = try SegmentationTests.cut(whole, size: size)
+        let (merged, _) = try SegmentationTests.merge(segs)
+        #expect(merged.count == 1, "one packet for the kernel's stack instead of \(segs.count)")
+        let m = try #require(merged.first)
+        let h = try parseHeader(m)
+        #expect(m.withUnsafeBytes { Checksum.transportIsValid($0, header: h) }, "merged checksum (odd size \(size) shifts byte parity)")
+        var expected = whole
+        try withMutable(&expected) { (q) throws(DropReason) in try Checksum.finishTransport(q, header: try IPHeaderInfo.parse(UnsafeRawBufferPointer(q))) }
+        #expect(m == expected, "byte for byte the packet the sender's stack built")
+    }
+
+    @Test("what must not merge: a bad checksum, a gap, another flow, SYN/FIN, a larger segment, past 64 KB")
+    func coalesceRefuses() throws {
+        let whole = SegmentationTests.wholePacket(v6: false, dataLength: 14_000, flags: SegmentationTests.ack)
+        var segs = try SegmentationTests.cut(whole, size: 1400)
+        #expect(try SegmentationTests.merge(segs).merged.count == 1)
+
+        var bad = segs
+        bad[3][bad[3].count - 1] ^= 0x40 // corrupt data under a stale checksum
+        let r = try SegmentationTests.merge(bad)
+        #expect(r.merged.count == 3 && r.merged[1] == bad[3], "the bad segment goes alone, for the kernel to refuse")
+
+        var gap = segs
+        gap.remove(at: 5)
+        #expect(try SegmentationTests.merge(gap).merged.count == 2)
+
+        let other = try SegmentationTests.cut(SegmentationTests.wholePacket(v6: false, dataLength: 2800, flags: SegmentationTests.ack,
+                                                                            dst: "203.0.113.10"), size: 1400)
+        #expect(try SegmentationTests.merge([segs[0], other[0], segs[1]]).merged.count == 3)
+
+        let fin = try SegmentationTests.cut(SegmentationTests.wholePacket(v6: false, dataLength: 1400, flags: SegmentationTests.ack | SegmentationTests.fin), size: 1400)
+        let rf = try SegmentationTests.merge(fin)
+        #expect(rf.taken == [false], "FIN is never merged")
+
+        let big = try SegmentationTests.cut(whole, size: 700)
+        #expect(try SegmentationTests.merge([big[0], segs[0]]).merged.count == 2, "a segment larger than the first ends nothing: it is refused")
+
+        let first = try SegmentationTests.cut(SegmentationTests.wholePacket(v6: false, dataLength: 42_000, flags: SegmentationTests.ack), size: 1400)
+        let more = try SegmentationTests.cut(SegmentationTests.wholePacket(v6: false, dataLength: 42_000, flags: SegmentationTests.ack,
+                                                                           seq: 0xFFFF_F000 &+ 42_000), size: 1400)
+        let rh = try SegmentationTests.merge(first + more)
+        #expect(rh.merged.count == 2 && rh.merged.allSatisfy { $0.count <= 65535 })
+        segs.removeAll()
     }
 }

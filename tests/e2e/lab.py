@@ -311,7 +311,7 @@ TSHARK_NAMES = {"aes128gcm16": "AES-GCM with 16 octet ICV [RFC4106]", "aes256gcm
                 "aes128-sha256": "AES-CBC [RFC3602]", "aes256-sha256": "AES-CBC [RFC3602]"}
 
 
-def tshark(lab, pcap, pair, fields):
+def tshark(lab, pcap, pair, fields, options=()):
     """Decrypts a capture with tshark's own ESP code, given the SAs' keys (non-ESN GCM
     and CBC only: tshark 4.0 has neither ESN nor ChaCha20). Returns rows of `fields`."""
     rows = []
@@ -327,7 +327,7 @@ def tshark(lab, pcap, pair, fields):
     conf.mkdir(exist_ok=True)
     (conf / "esp_sa").write_text("\n".join(rows) + "\n")
     r = subprocess.run(["tshark", "-r", str(pcap), "-o", "esp.enable_encryption_decode:TRUE",
-                        "-o", "esp.enable_authentication_check:TRUE", "-Y", "esp", "-T", "fields", "-E", "separator=|"]
+                        "-o", "esp.enable_authentication_check:TRUE", *options, "-Y", "esp", "-T", "fields", "-E", "separator=|"]
                        + sum([["-e", f] for f in fields], []),
                        capture_output=True, text=True, env={**os.environ, "XDG_CONFIG_HOME": str(lab.workdir), "HOME": str(lab.workdir)})
     if r.returncode != 0:

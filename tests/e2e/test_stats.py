@@ -34,7 +34,7 @@ def test_exact_counts_in_stats_and_prometheus(lab):
     assert sum(q["opened"] for q in s["queues"]) == n
     assert sum(q["received"] for q in s["queues"]) == 2 * n
     assert all(q["dropped"] == 0 for q in s["queues"])
-    assert {k["queue"] for k in s["kernel"]} == {0, 1}, "the kernel's view of both queues"
+    assert {k["queue"] for k in s["kernel"]} == {0, 1, 2, 3}, "the kernel's view of both queues and their GSO twins"
     assert db.sa("a-to-b")["packets"] == n and db.sa("b-to-a")["packets"] == n
     # Prometheus, from inside the namespace.
     text = lab.sh(a, "python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9816/metrics').read().decode())\"").stdout
