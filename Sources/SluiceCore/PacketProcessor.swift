@@ -138,10 +138,16 @@ public enum PacketProcessor {
     /// one byte compare for everything else).
     static func learn(_ hints: MSSHints, from buf: PacketBuffer) {
         buf.withBytes { p in
+            // Cheap filter first: most packets are TCP without SYN.
             guard let h = try? IPHeaderInfo.parse(p) else { return }
             switch h.proto {
-            case IPProto.tcp, IPProto.icmp, IPProto.icmpv6: hints.learn(fromInbound: p, header: h)
-            default: return
+            case IPProto.tcp:
+                let flags = h.headerLength + 13
+                if flags < p.count && p[flags] & 0x02 != 0 { hints.learn(fromInbound: p, header: h) }
+            case IPProto.icmp, IPProto.icmpv6:
+                hints.learn(fromInbound: p, header: h)
+            default:
+                return
             }
         }
     }

@@ -118,6 +118,10 @@ public final class Daemon: @unchecked Sendable {
             for w in workers {
                 let r4 = sluice_raw_open(4, mark), r6 = sluice_raw_open(6, mark)
                 if r4 < 0 || r6 < 0 {
+                    if config.gso {
+                        // Every sealed TCP segment leaves on these sockets: without them TCP would stop.
+                        throw DaemonError("cannot open raw sockets (\(Errno(-min(r4, r6)))): they need CAP_NET_RAW; gso = true sends sealed TCP segments on them (set gso = false to run without)")
+                    }
                     logger.warning("cannot open raw sockets (\(Errno(-min(r4, r6)))): forwarded IPv4 and 4-in-6/6-in-4 tunnel packets will fail as inject errors")
                 }
                 w.rawSockets = (r4, r6)

@@ -133,12 +133,16 @@ public final class Worker: @unchecked Sendable {
     public func run() {
         while running.load(ordering: .relaxed) {
             stats.heartbeat.store(monotonicNanos())
-            let n = io.receiveBatch(fd: fd, wait: true)
+            // A merge in progress holds its first packet's verdict: look for more without
+            // sleeping, and close it as soon as the queue runs dry.
+            let open = merge.count > 0
+            let n = io.receiveBatch(fd: fd, wait: !open)
             if n < 0 {
+                if open { closeMerge(); flushRaw(); flushVerdicts() }
                 if !isTransient(receiveError: Int32(-n)) { usleep(1000) }
                 continue
             }
-            processBatch(count: n)
+            processBatch(count: n, closingMerge: false)
             if busyPollNanos > 0 { busyPoll() }
         }
     }
@@ -170,7 +174,9 @@ public final class Worker: @unchecked Sendable {
     }
 
     /// Runs every received message of the batch through the core and sends the verdicts.
-    public func processBatch(count n: Int) {
+    /// `closingMerge: false` (the receive loop) lets a merge of decrypted TCP continue
+    /// into the next batch when one is already waiting.
+    public func processBatch(count n: Int, closingMerge: Bool = true) {
         stats.batches.add()
         if UInt64(n) > stats.maxBatch.load { stats.maxBatch.store(UInt64(n)) }
         let db = holder.database
@@ -190,7 +196,7 @@ public final class Worker: @unchecked Sendable {
                 handle(msg, slot: slot, database: db, context: ctx)
             }
         }
-        closeMerge()
+        if closingMerge { closeMerge() }
         flushRaw()
         flushVerdicts()
     }
