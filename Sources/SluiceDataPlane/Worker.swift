@@ -147,7 +147,9 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
-    /// Polls without blocking until `busyPollNanos` pass with nothing to do.
+    /// Polls without blocking until `busyPollNanos` pass with nothing to do, yielding the
+    /// CPU between polls: on a small machine the threads whose packets we wait for (the
+    /// application, the other daemon) must still get to run.
     func busyPoll() {
         var deadline = monotonicNanos() &+ busyPollNanos
         while running.load(ordering: .relaxed) && monotonicNanos() < deadline {
