@@ -9,6 +9,9 @@
 //   2: an inner payload sealed validly, then corrupted at input-chosen places, then opened
 //   3: arbitrary plaintext (trailer and inner packet included) under a VALID ICV: the
 //      only way to reach padding and inner-packet checks with attacker-chosen bytes
+//   4: the TCP offload paths: a whole (GSO) packet cut and sealed, MSS learning from a
+//      "decrypted" packet, and the receive merge of two packets split from the input
+// Every mode runs with MSS learning on, so decrypted SYNs and ICMP errors reach it.
 // A packet sealed and opened unchanged must come back identical: that is checked too.
 
 let proposals = Proposal.allCases
@@ -36,6 +39,7 @@ struct FuzzWorld {
             inPolicies.append(Policy(direction: .inbound, selector: TrafficSelector(), action: .protect(sa: "in\(i)")))
         }
         outPolicies.append(Policy(direction: .outbound, selector: TrafficSelector(proto: 17), action: .protect(sa: "out0")))
+        outPolicies.append(Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.0/24"), proto: 6), action: .protect(sa: "out0")))
         outPolicies.append(Policy(direction: .outbound, selector: TrafficSelector(proto: 6), action: .discard))
         inbound = try! SecurityDatabase(policies: inPolicies, associations: ins)
         outbound = try! SecurityDatabase(policies: outPolicies, associations: outs)
@@ -46,6 +50,9 @@ struct FuzzWorld {
 
 nonisolated(unsafe) let world = FuzzWorld()
 nonisolated(unsafe) var buffer = PacketBuffer()
+nonisolated(unsafe) var scratch = PacketBuffer()
+nonisolated(unsafe) var coalescer = TCPCoalescer()
+let hints = MSSHints()
 
 func ipv4(_ payload: [UInt8], proto: UInt8) -> [UInt8] {
     let total = 20 + payload.count
@@ -60,10 +67,10 @@ func ipv4(_ payload: [UInt8], proto: UInt8) -> [UInt8] {
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size >= 2, size < 65000 else { return 0 }
     let input = Array(UnsafeBufferPointer(start: data, count: size))
-    let ctx = ProcessingContext()
+    let ctx = ProcessingContext(mssHints: hints)
     let pick = Int(input[1]) % proposals.count
     let rest = Array(input[2...])
-    switch input[0] % 4 {
+    switch input[0] % 5 {
     case 0:
         guard (try? buffer.load(rest)) != nil else { return 0 }
         _ = PacketProcessor.process(&buffer, database: world.inbound, context: ctx)
@@ -88,6 +95,29 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         }
         guard (try? buffer.load(wire)) != nil else { return 0 }
         _ = PacketProcessor.process(&buffer, database: world.inbound, context: ctx)
+    case 4:
+        guard (try? buffer.load(rest)) != nil else { return 0 }
+        var emitted = 0
+        _ = PacketProcessor.processWhole(&buffer, scratch: &scratch, database: world.outbound, context: ctx) { esp in
+            emitted += 1
+            precondition(esp.count <= 1500, "an ESP segment over the SA's MTU")
+        }
+        rest.withUnsafeBytes { p in
+            if let h = try? IPHeaderInfo.parse(p) { hints.learn(fromInbound: p, header: h) }
+        }
+        let split = rest.isEmpty ? 0 : Int(rest[0]) % rest.count
+        let first = Array(rest[..<split]), second = Array(rest[split...])
+        coalescer.reset()
+        first.withUnsafeBytes { p in
+            guard let h = try? IPHeaderInfo.parse(p), coalescer.start(p, header: h) else { return }
+            second.withUnsafeBytes { q in
+                if let h2 = try? IPHeaderInfo.parse(q) { _ = coalescer.append(q, header: h2) }
+            }
+            coalescer.finish()
+            // Whatever it merged must still parse as the packet it claims to be.
+            let merged = coalescer.buffer.bytes
+            precondition((try? merged.withUnsafeBytes { (m) throws(DropReason) in try IPHeaderInfo.parse(m) }) != nil)
+        }
     default:
         // Attacker-chosen plaintext under a valid ICV, with a fresh sequence number.
         let p = proposals[pick]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target for the ESP open path and runs it.
+# Builds the libFuzzer target for the ESP open path and the TCP offload paths, and runs it.
 #   fuzz/run.sh [seconds]      default 600 (10 minutes); prints libFuzzer's final stats
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,5 +20,5 @@ swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceFuzz 
   -I "$out/module" Sources/SluiceCore/*.swift fuzz/FuzzOpen.swift "$out/sluice_crypto.o" -lcrypto \
   -o "$out/fuzz-open"
 # A few seeds: one per mode byte, so every branch is reached from the start.
-for m in 0 1 2 3; do printf "\\x0$m\\x01\\x45\\x00\\x00\\x1c\\x00\\x00\\x00\\x00\\x40\\x11" > "$out/corpus/seed$m"; done
+for m in 0 1 2 3 4; do printf "\\x0$m\\x01\\x45\\x00\\x00\\x1c\\x00\\x00\\x00\\x00\\x40\\x11" > "$out/corpus/seed$m"; done
 "$out/fuzz-open" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 "$out/corpus" 2>&1 | tail -25

@@ -55,12 +55,14 @@ final class RawBatch {
     }
 }
 
-/// One thread, one queue, one socket: receives a batch, runs every packet through the
-/// ESP core, and sends every verdict of the batch in one message train.
+/// One thread, one socket (its queue and, with gso, the queue's GSO twin): receives a
+/// batch, runs every packet through the ESP core, sends the ESP segments cut from whole
+/// TCP packets in one sendmmsg, and every verdict of the batch in one message train.
 ///
-/// Concurrency: a worker touches only its own socket, buffers, stats and crypto lane
-/// (`lane == index`). Shared state is the database snapshot (immutable) and the SAs'
-/// atomics and replay mutex.
+/// Concurrency: a worker touches only its own sockets, buffers, stats and crypto lane
+/// (`lane == index`). Shared state is the database snapshot (immutable), the SAs'
+/// atomics and replay mutex, and two small locked tables: the MSS hints (taken per SYN,
+/// ICMP error or whole packet) and the local addresses (copied once per batch).
 public final class Worker: @unchecked Sendable {
     public let index: Int
     public let stats: WorkerStats
@@ -91,7 +93,8 @@ public final class Worker: @unchecked Sendable {
     /// See `SluiceConfiguration.busyPollMicros`.
     public var busyPollNanos: UInt64 = 0
     var onVerdictError: (@Sendable (Int32) -> Void)?
-    /// Raw sockets (IPv4, IPv6) for packets that changed address family; -1 when absent.
+    /// Raw sockets (IPv4, IPv6) for what a verdict cannot carry: ESP segments of whole TCP
+    /// packets, family-changing tunnel packets, IPv4 sealed in prerouting; -1 when absent.
     var rawSockets: (Int32, Int32) = (-1, -1)
     static let skbGSO = UInt32(SLUICE_NFQ_SKB_GSO)
     static let skbChecksumNotReady = UInt32(SLUICE_NFQ_SKB_CSUM_NOTREADY)
