@@ -14,6 +14,7 @@ from lab import Lab, sluice_host_pair, two_hosts  # noqa: E402
 REPORT_ONLY = len(sys.argv) > 1 and sys.argv[1] == "--report"  # redraw from results.json
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 and not REPORT_ONLY else 3
 SECS = float(sys.argv[2]) if len(sys.argv) > 2 and not REPORT_ONLY else 1.5
+ONLY = sys.argv[3:] if not REPORT_ONLY else []  # case names: a subset, written to subset.md/json
 OUT = Path(__file__).resolve().parent / "results"
 DEADLINE = time.time() + 11 * 60  # a hard bound on the whole run
 
@@ -129,6 +130,12 @@ def cpu_seconds():
 
 
 def main():
+    global CASES
+    if ONLY:
+        unknown = [n for n in ONLY if n not in dict(CASES)]
+        if unknown:
+            sys.exit(f"unknown case(s) {unknown}; the cases are: {[n for n, _ in CASES]}")
+        CASES = [(n, s) for n, s in CASES if n in ONLY]
     # Every case gets its namespaces and daemons once, up front (idle daemons cost
     # nothing); then three rounds run over all of them in alternating order, so slow
     # drift of the machine spreads over every case instead of favouring one.
@@ -183,8 +190,9 @@ def report(results):
             s[k + "_p99_us"] = stat([r[k]["p99_us"] for r in runs if r[k]])
         s["cpu_busy"] = stat([r["cpu_busy_fraction"] for r in runs])
         summary[name] = s
-    (OUT / "results.json").write_text(json.dumps({"rounds": ROUNDS, "seconds": SECS, "raw": results, "summary": summary}, indent=1))
-    med = lambda n, k: (summary[n][k] or {}).get("median") or 0.0
+    stem = "subset" if ONLY else "results"
+    (OUT / f"{stem}.json").write_text(json.dumps({"rounds": ROUNDS, "seconds": SECS, "raw": results, "summary": summary}, indent=1))
+    med = lambda n, k: (summary.get(n, {}).get(k) or {}).get("median") or 0.0
     veth = med("veth", "tcp1")
     wg = med("wireguard-go", "tcp1")
     lines = ["| case | TCP 1 stream Mbit/s (min/med/max) | TCP 2 streams | UDP 1400 Mbit/s (loss %) | UDP 64 Mbit/s (loss %) | ping idle p50/p99 us | ping loaded p50/p99 us | vs veth (TCP 1) |",
@@ -200,15 +208,20 @@ def report(results):
     redirect = med("redirect (passthrough)", "tcp1")
     naive = med("redirect naive (batch 1, no GSO)", "tcp1")
     nogso = med("sluice aes128gcm16 tunnel, GSO off", "tcp1")
-    lines += ["", f"Sluice aes128gcm16 tunnel / wireguard-go, TCP 1 stream: {gcm / wg:.2f}x (target >= 2)" if wg else "",
+    ratios = [f"Sluice aes128gcm16 tunnel / wireguard-go, TCP 1 stream: {gcm / wg:.2f}x (target >= 2)" if wg else "",
               f"Sluice aes128gcm16 tunnel / redirect alone (batched), TCP 1 stream: {gcm / redirect:.2f}" if redirect else "",
               f"Sluice aes128gcm16 tunnel / naive redirect (one recv, verdict, syscall per packet), TCP 1 stream: {gcm / naive:.2f} (target >= 1)" if naive else "",
               f"Sluice aes128gcm16 tunnel, GSO on / off (whole packets vs one crossing per segment), TCP 1 stream: {gcm / nogso:.2f}" if nogso else "",
-              f"2 queues / 1 queue, TCP 2 streams: {med('sluice aes128gcm16 tunnel', 'tcp2') / max(1e-9, med('sluice aes128gcm16 tunnel 1 queue', 'tcp2')):.2f}",
-              f"added idle latency over veth, p50: {med('sluice aes128gcm16 tunnel', 'latency_idle_p50_us') - med('veth', 'latency_idle_p50_us'):.0f} us (target < 100)"]
+              f"2 queues / 1 queue, TCP 2 streams: {med('sluice aes128gcm16 tunnel', 'tcp2') / max(1e-9, med('sluice aes128gcm16 tunnel 1 queue', 'tcp2')):.2f}"
+              if med('sluice aes128gcm16 tunnel 1 queue', 'tcp2') else "",
+              f"added idle latency over veth, p50: {med('sluice aes128gcm16 tunnel', 'latency_idle_p50_us') - med('veth', 'latency_idle_p50_us'):.0f} us (target < 100)"
+              if med('veth', 'latency_idle_p50_us') else ""]
+    lines += [""] + [r for r in ratios if r]
     text = "\n".join(lines) + "\n"
-    (OUT / "results.md").write_text(text)
+    (OUT / f"{stem}.md").write_text(text)
     print("\n" + text)
+    if ONLY:
+        return
     try:
         import matplotlib
         matplotlib.use("Agg")

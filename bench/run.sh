@@ -3,7 +3,9 @@
 # plain veth, the NFQUEUE redirect alone, Sluice ESP (each proposal, tunnel and
 # transport), 1 vs 2 queues, and wireguard-go. Writes bench/results/{results.md,
 # results.json,chart.png}. Every flow is bounded in time; the run takes about 10 min.
-#   sudo bench/run.sh [rounds] [seconds-per-flow]      (defaults: 3 rounds, 1.5 s)
+#   sudo bench/run.sh [rounds] [seconds-per-flow] [case ...]   (defaults: 3 rounds, 1.5 s, all cases)
+# Naming cases runs only those (e.g. "sluice aes128gcm16 tunnel" wireguard-go) and writes
+# bench/results/subset.{md,json} instead, for a longer, quieter look at a few.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
