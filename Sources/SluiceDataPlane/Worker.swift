@@ -236,14 +236,13 @@ public final class Worker: @unchecked Sendable {
         stats.received.add()
         stats.bytesIn.add(UInt64(msg.payload_len))
         let mark = RulesetBuilder.verdictMark(original: msg.has_mark != 0 ? msg.mark : 0, shift: markShift)
-        let outcome: Outcome
+        let outcome: Outcome?
         if msg.cap_len != 0 && msg.cap_len > msg.payload_len {
             outcome = .drop(.kernelTruncated)
         } else if passthrough {
             outcome = .unchanged
         } else if msg.skb_info & Worker.skbGSO != 0 {
-            handleWhole(msg, slot: slot, mark: mark, database: db, context: ctx)
-            return
+            outcome = handleWhole(msg, slot: slot, database: db, context: ctx)
         } else {
             do {
                 try packet.load(io.payload(slot: slot, msg))
@@ -258,6 +257,15 @@ public final class Worker: @unchecked Sendable {
                 outcome = .drop(error)
             }
         }
+        if let outcome { settle(msg, outcome, mark: mark) }
+        #if !SLUICE_NO_STATS
+        stats.recordLatency(monotonicNanos() &- start)
+        #endif
+    }
+
+    /// Counts the outcome and gives the packet its verdict (or sends it on a raw socket).
+    @inline(__always)
+    func settle(_ msg: sluice_nfq_message, _ outcome: Outcome, mark: UInt32) {
         switch outcome {
         case .unchanged:
             stats.unchanged.add()
@@ -278,37 +286,32 @@ public final class Worker: @unchecked Sendable {
             stats.drop(reason)
             verdict(msg, accept: false, mark: nil, rewritten: false)
         }
-        #if !SLUICE_NO_STATS
-        stats.recordLatency(monotonicNanos() &- start)
-        #endif
     }
 
     /// A GSO packet: cut, sealed and sent here as ESP packets on the raw socket; the
-    /// original then gets DROP (it left as ESP, so it is not counted as a drop).
-    func handleWhole(_ msg: sluice_nfq_message, slot: Int, mark: UInt32, database db: SecurityDatabase, context ctx: ProcessingContext) {
-        let outcome: WholeOutcome
+    /// original then gets DROP (it left as ESP, so it is not counted as a drop) and the
+    /// result is nil. BYPASS and refusals come back as an `Outcome` to settle as usual.
+    func handleWhole(_ msg: sluice_nfq_message, slot: Int, database db: SecurityDatabase, context ctx: ProcessingContext) -> Outcome? {
+        let whole: WholeOutcome
         do {
             try packet.load(io.payload(slot: slot, msg))
             if pendingAccepts > 0 { flushVerdicts() } // the segments must not overtake them
-            outcome = PacketProcessor.processWhole(&packet, scratch: &segment, database: db, context: ctx) { esp in
+            whole = PacketProcessor.processWhole(&packet, scratch: &segment, database: db, context: ctx) { esp in
                 queueRaw(esp)
             }
         } catch {
-            outcome = .drop(error)
+            whole = .drop(error)
         }
-        switch outcome {
-        case .unchanged:
-            stats.unchanged.add()
-            verdict(msg, accept: true, mark: mark, rewritten: false)
+        switch whole {
+        case .unchanged: return .unchanged
+        case let .drop(reason): return .drop(reason)
         case let .segmented(count, failed, reason):
             stats.wholePackets.add()
             stats.segments.add(UInt64(count))
             if count > 0 { stats.sealed.add() }
             if let reason, failed > 0 { stats.drop(reason, count: UInt64(failed)) }
             verdict(msg, accept: false, mark: nil, rewritten: false)
-        case let .drop(reason):
-            stats.drop(reason)
-            verdict(msg, accept: false, mark: nil, rewritten: false)
+            return nil
         }
     }
 
