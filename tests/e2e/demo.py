@@ -49,7 +49,10 @@ def main():
         esp = esp_packets(pcap)
         print(f"... {len(esp)} ESP packets captured")
         step("tshark, an independent ESP implementation, decrypts them with the configured keys")
-        rows = tshark(lab, pcap, pair, ["frame.number", "esp.spi", "esp.sequence", "ip.src", "ip.dst", "_ws.col.Info"])
+        # TCP analysis off: tcpdump misses some of a 3 s flood, and tshark's reassembly of
+        # "lost" segments then takes minutes; decryption is what we show here.
+        rows = tshark(lab, pcap, pair, ["frame.number", "esp.spi", "esp.sequence", "ip.src", "ip.dst", "_ws.col.Info"],
+                      options=("-o", "tcp.desegment_tcp_streams:FALSE", "-o", "tcp.analyze_sequence_numbers:FALSE"))
         decrypted = [r for r in rows if r[3].count(",") >= 1]  # outer and inner header: decrypted
         for r in decrypted[:8]:
             outer_src, inner_src = r[3].split(",")[:2]
