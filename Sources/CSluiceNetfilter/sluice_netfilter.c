@@ -224,27 +224,6 @@ int sluice_raw_open(int family, uint32_t mark) {
     return fd;
 }
 
-int sluice_raw_send(int fd, const uint8_t *packet, size_t len) {
-    if (packet == NULL || len < 20) return -EINVAL;
-    ssize_t n;
-    if ((packet[0] >> 4) == 4) {
-        struct sockaddr_in dst;
-        memset(&dst, 0, sizeof(dst));
-        dst.sin_family = AF_INET;
-        memcpy(&dst.sin_addr, packet + 16, 4);
-        n = sendto(fd, packet, len, 0, (struct sockaddr *)&dst, sizeof(dst));
-    } else if ((packet[0] >> 4) == 6 && len >= 40) {
-        struct sockaddr_in6 dst;
-        memset(&dst, 0, sizeof(dst));
-        dst.sin6_family = AF_INET6;
-        memcpy(&dst.sin6_addr, packet + 24, 16);
-        n = sendto(fd, packet, len, 0, (struct sockaddr *)&dst, sizeof(dst));
-    } else {
-        return -EINVAL;
-    }
-    return n < 0 ? -errno : 0;
-}
-
 int sluice_raw_send_batch(int fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lens, int count) {
     enum { MAX_BATCH = 64 };
     if (buf == NULL || offsets == NULL || lens == NULL || count < 0) return -EINVAL;

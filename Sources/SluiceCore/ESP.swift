@@ -13,15 +13,19 @@ public enum ESP {
 
     static let natTPort: UInt16 = 4500
 
+    /// Bytes an SA's MTU leaves for payload and trailer once the outer IP header, UDP
+    /// (NAT-T), ESP header with IV, and ICV are counted.
+    static func payloadBudget(_ c: SAConfig, header h: IPHeaderInfo) -> Int {
+        let outerLen = c.mode == .tunnel ? (c.local.family == .v4 ? 20 : 40) : h.headerLength
+        return c.mtu - outerLen - (c.udpEncapsulation ? 8 : 0) - 8 - c.proposal.ivLength - c.proposal.icvLength
+    }
+
     /// The longest inner packet (header `h`) that `sa` can seal without exceeding its MTU.
     public static func maxInnerLength(sa: SecurityAssociation, header h: IPHeaderInfo) -> Int {
         let c = sa.config
-        let prop = c.proposal
-        let tunnel = c.mode == .tunnel
-        let outerLen = tunnel ? (c.local.family == .v4 ? 20 : 40) : h.headerLength
-        let available = c.mtu - outerLen - (c.udpEncapsulation ? 8 : 0) - 8 - prop.ivLength - prop.icvLength
-        let maxPlain = (available / prop.alignment) * prop.alignment - 2
-        return (tunnel ? 0 : h.headerLength) + maxPlain
+        let align = c.proposal.alignment
+        let maxPlain = (payloadBudget(c, header: h) / align) * align - 2 // pad length and next header
+        return (c.mode == .tunnel ? 0 : h.headerLength) + maxPlain
     }
 
     /// Encapsulates the IP packet in `buf` (already parsed into `h`) with `sa`.
@@ -45,7 +49,7 @@ public enum ESP {
         let outerLen = tunnel ? (c.local.family == .v4 ? 20 : 40) : h.headerLength
         let espHeader = 8 + prop.ivLength
         let icv = prop.icvLength
-        let available = c.mtu - outerLen - udpLen - espHeader - icv
+        let available = payloadBudget(c, header: h)
         if tfc > 0, plainLen + tfc + 2 > available { tfc = 0 } // TFC never costs a fragment
         let padLen = (align - (plainLen + tfc + 2) % align) % align
         let trailer = tfc + padLen + 2
@@ -59,8 +63,7 @@ public enum ESP {
                 innerDF = h.family == .v6 || h.dontFragment
             }
             if innerDF || total > PacketBuffer.maxPacket {
-                let maxPlain = (available / align) * align - 2
-                return .tooBig(innerMTU: max(0, payloadStart + maxPlain))
+                return .tooBig(innerMTU: max(0, maxInnerLength(sa: sa, header: h)))
             }
         }
 

@@ -51,14 +51,10 @@ public enum PacketProcessor {
                 }
             }
             let key = buf.withBytes { FlowKey(header: h, packet: $0) }
-            guard let policy = db.lookupOutbound(key) else {
-                return db.defaultOutbound == .bypass ? .unchanged : .drop(.noPolicy)
-            }
-            switch policy.policy.action {
+            switch outboundDecision(key, database: db) {
             case .bypass: return .unchanged
-            case .discard: return .drop(.policyDiscard)
-            case .protect:
-                guard let sa = policy.sa else { return .drop(.noPolicy) }
+            case let .drop(reason): return .drop(reason)
+            case let .protect(sa):
                 switch try ESP.seal(&buf, header: h, sa: sa, context: context) {
                 case .sealed: return .sealed
                 case let .tooBig(innerMTU):
@@ -82,16 +78,11 @@ public enum PacketProcessor {
         do {
             let h = try buf.withBytes { (p) throws(DropReason) in try IPHeaderInfo.parse(p) }
             let key = buf.withBytes { FlowKey(header: h, packet: $0) }
-            guard let policy = db.lookupOutbound(key) else {
-                return db.defaultOutbound == .bypass ? .unchanged : .drop(.noPolicy)
-            }
             let sa: SecurityAssociation
-            switch policy.policy.action {
+            switch outboundDecision(key, database: db) {
             case .bypass: return .unchanged
-            case .discard: return .drop(.policyDiscard)
-            case .protect:
-                guard let s = policy.sa else { return .drop(.noPolicy) }
-                sa = s
+            case let .drop(reason): return .drop(reason)
+            case let .protect(s): sa = s
             }
             if buf.count > h.totalLength { try buf.truncate(to: h.totalLength) }
             let segmenter = try buf.withBytes { (p) throws(DropReason) in try TCPSegmenter(packet: p, header: h) }
@@ -117,6 +108,26 @@ public enum PacketProcessor {
             return .segmented(segments: count - failed, failed: failed, reason: reason)
         } catch {
             return .drop(error)
+        }
+    }
+
+    enum OutboundDecision {
+        case bypass
+        case drop(DropReason)
+        case protect(SecurityAssociation)
+    }
+
+    /// The SPD's answer for an outbound flow (RFC 4301 §5.1): first match, else the default.
+    static func outboundDecision(_ key: FlowKey, database db: SecurityDatabase) -> OutboundDecision {
+        guard let policy = db.lookupOutbound(key) else {
+            return db.defaultOutbound == .bypass ? .bypass : .drop(.noPolicy)
+        }
+        switch policy.policy.action {
+        case .bypass: return .bypass
+        case .discard: return .drop(.policyDiscard)
+        case .protect:
+            guard let sa = policy.sa else { return .drop(.noPolicy) }
+            return .protect(sa)
         }
     }
 

@@ -46,13 +46,15 @@ public final class LocalAddresses: Sendable {
             guard let sa = ifa.pointee.ifa_addr else { continue }
             switch Int32(sa.pointee.sa_family) {
             case AF_INET:
-                sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                    withUnsafeBytes(of: sin.pointee.sin_addr) { out.insert(IPAddress(reading: $0, at: 0, family: .v4)) }
+                let addr = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    withUnsafeBytes(of: sin.pointee.sin_addr) { IPAddress(reading: $0, at: 0, family: .v4) }
                 }
+                out.insert(addr)
             case AF_INET6:
-                sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                    withUnsafeBytes(of: sin6.pointee.sin6_addr) { out.insert(IPAddress(reading: $0, at: 0, family: .v6)) }
+                let addr = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                    withUnsafeBytes(of: sin6.pointee.sin6_addr) { IPAddress(reading: $0, at: 0, family: .v6) }
                 }
+                out.insert(addr)
             default:
                 continue
             }

@@ -38,8 +38,9 @@ public final class NFQueue {
         fd = r
         do {
             let flags = options.failOpen ? UInt32(SLUICE_NFQ_FLAG_FAIL_OPEN) : 0
-            for (q, extra) in [(queue, UInt32(0))] + (gsoQueue.map { [($0, UInt32(SLUICE_NFQ_FLAG_GSO))] } ?? []) {
+            for q in bound {
                 try command(q) { sluice_nfq_build_cmd($0, $1, q, UInt8(SLUICE_NFQ_CMD_BIND), $2) }
+                let extra = q == gsoQueue ? UInt32(SLUICE_NFQ_FLAG_GSO) : 0
                 try command(q) { sluice_nfq_build_params($0, $1, q, 0xFFFF, options.maxLength, flags | extra, $2) }
             }
             _ = sluice_socket_set_rcvtimeo(fd, 250)
@@ -50,6 +51,9 @@ public final class NFQueue {
     }
 
     deinit { close(fd) }
+
+    /// Every queue this socket owns.
+    var bound: [UInt16] { [queue] + (gsoQueue.map { [$0] } ?? []) }
 
     /// Sends one config message and waits for its ack.
     private func command(_ queue: UInt16, _ build: (UnsafeMutableRawPointer, Int, UInt32) -> Int32) throws {
@@ -79,7 +83,7 @@ public final class NFQueue {
 
     /// Unbinds the queues; the kernel drops what is still waiting (fail closed).
     public func unbind() {
-        for q in [queue] + (gsoQueue.map { [$0] } ?? []) {
+        for q in bound {
             try? command(q) { sluice_nfq_build_cmd($0, $1, q, UInt8(SLUICE_NFQ_CMD_UNBIND), $2) }
         }
     }

@@ -141,7 +141,7 @@ public final class Worker: @unchecked Sendable {
             let open = merge.count > 0
             let n = io.receiveBatch(fd: fd, wait: !open)
             if n < 0 {
-                if open { closeMerge(); flushRaw(); flushVerdicts() }
+                if open { finishBatch(closingMerge: true) }
                 if !isTransient(receiveError: Int32(-n)) { usleep(1000) }
                 continue
             }
@@ -201,6 +201,11 @@ public final class Worker: @unchecked Sendable {
                 handle(msg, slot: slot, database: db, context: ctx)
             }
         }
+        finishBatch(closingMerge: closingMerge)
+    }
+
+    /// Sends what the batch produced: the merge (unless it may go on), raw packets, verdicts.
+    func finishBatch(closingMerge: Bool) {
         if closingMerge { closeMerge() }
         flushRaw()
         flushVerdicts()
@@ -295,7 +300,6 @@ public final class Worker: @unchecked Sendable {
         let whole: WholeOutcome
         do {
             try packet.load(io.payload(slot: slot, msg))
-            if pendingAccepts > 0 { flushVerdicts() } // the segments must not overtake them
             whole = PacketProcessor.processWhole(&packet, scratch: &segment, database: db, context: ctx) { esp in
                 queueRaw(esp)
             }
@@ -345,8 +349,10 @@ public final class Worker: @unchecked Sendable {
     }
 
     /// Adds an IP packet to its family's raw batch, sending the batch first when full.
+    /// Accepts already in the verdict buffer go out first: a raw send must not overtake them.
     @inline(__always)
     func queueRaw(_ p: UnsafeRawBufferPointer) {
+        if pendingAccepts > 0 { flushVerdicts() }
         let batch = (p.first ?? 0) >> 4 == 6 ? rawOut.1 : rawOut.0
         if !batch.add(p) {
             flushRaw()
@@ -376,7 +382,6 @@ public final class Worker: @unchecked Sendable {
     @inline(__always)
     func passRewritten(_ msg: sluice_nfq_message, mark: UInt32, sourceIsLocal: Bool) {
         if mustInject(msg, sourceIsLocal: sourceIsLocal) {
-            if pendingAccepts > 0 { flushVerdicts() }
             packet.withBytes { queueRaw($0) }
             verdict(msg, accept: false, mark: nil, rewritten: false)
         } else {

@@ -97,13 +97,10 @@ int sluice_accept(int fd);
 int sluice_peer_uid(int fd, uint32_t *uid);
 
 /// A raw IPPROTO_RAW socket (header included) of `family` (4 or 6) whose packets carry
-/// `mark` (SO_MARK), for packets whose address family changed (4-in-6, 6-in-4 tunnels):
-/// the kernel cannot re-inject those through a verdict. Returns the fd or -errno.
+/// `mark` (SO_MARK), for what a verdict cannot carry: ESP segments cut from whole TCP
+/// packets, packets whose address family changed (4-in-6, 6-in-4 tunnels), IPv4 sealed
+/// in prerouting. Returns the fd or -errno.
 int sluice_raw_open(int family, uint32_t mark);
-
-/// Sends a complete IP packet on a raw socket to the packet's own destination.
-/// Returns 0 or -errno.
-int sluice_raw_send(int fd, const uint8_t *packet, size_t len);
 
 /// Sends `count` complete IP packets of one family, packet i at buf + offsets[i] with
 /// lens[i] bytes, in as few sendmmsg calls as it takes (EINTR retried). Returns how many
