@@ -38,6 +38,17 @@ struct WorkerTests {
         return out
     }
 
+    /// An outbound aes128gcm16 tunnel SA "o" (192.0.2.1 -> 192.0.2.2) protecting
+    /// 203.0.113.0/24, after the `before` policies.
+    func outboundTunnel(before: [Policy] = []) throws -> (SecurityAssociation, SecurityDatabase) {
+        let key = SecretBytes([UInt8](repeating: 7, count: 20))
+        let sa = try SecurityAssociation(config: SAConfig(name: "o", direction: .outbound, spi: 0x1001, mode: .tunnel,
+                                                           local: IPAddress("192.0.2.1")!, remote: IPAddress("192.0.2.2")!,
+                                                           proposal: .aes128gcm16, keyMaterial: key))
+        let protect = Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.0/24")), action: .protect(sa: "o"))
+        return (sa, try SecurityDatabase(policies: before + [protect], associations: [sa]))
+    }
+
     func udp(_ size: Int, dst: String) -> [UInt8] {
         let total = 28 + size
         var p: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0, 1, 0, 0, 64, 17, 0, 0]
@@ -49,14 +60,9 @@ struct WorkerTests {
 
     @Test("one verdict per packet: ESP with an exact-length payload, drops without, marks set")
     func verdicts() throws {
-        let key = SecretBytes([UInt8](repeating: 7, count: 20))
-        let sa = try SecurityAssociation(config: SAConfig(name: "o", direction: .outbound, spi: 0x1001, mode: .tunnel,
-                                                           local: IPAddress("192.0.2.1")!, remote: IPAddress("192.0.2.2")!,
-                                                           proposal: .aes128gcm16, keyMaterial: key))
-        let db = try SecurityDatabase(policies: [
+        let (_, db) = try outboundTunnel(before: [
             Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.66/32")), action: .discard),
-            Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.0/24")), action: .protect(sa: "o")),
-        ], associations: [sa])
+        ])
         let w = Worker(index: 0, queue: nil, queueNumber: 3, holder: DatabaseHolder(db), markShift: 16, passthrough: false)
         w.io.keepLastTrain = true
         let packets = [udp(1, dst: "203.0.113.9"), udp(100, dst: "203.0.113.66"), udp(1373, dst: "203.0.113.10"), [0x45, 0, 0]]
@@ -90,13 +96,7 @@ struct WorkerTests {
 
     @Test("a whole TCP packet from the GSO twin: ESP segments on the raw socket, DROP on the twin queue")
     func wholePacket() throws {
-        let key = SecretBytes([UInt8](repeating: 7, count: 20))
-        let sa = try SecurityAssociation(config: SAConfig(name: "o", direction: .outbound, spi: 0x1001, mode: .tunnel,
-                                                           local: IPAddress("192.0.2.1")!, remote: IPAddress("192.0.2.2")!,
-                                                           proposal: .aes128gcm16, keyMaterial: key))
-        let db = try SecurityDatabase(policies: [
-            Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.0/24")), action: .protect(sa: "o")),
-        ], associations: [sa])
+        let (sa, db) = try outboundTunnel()
         let w = Worker(index: 0, queue: nil, queueNumber: 3, holder: DatabaseHolder(db), markShift: 16, passthrough: false)
         w.io.keepLastTrain = true
         let hints = MSSHints()
