@@ -246,11 +246,11 @@ struct Validator {
             if let p = buildPolicy(t, sas: sas) { policies.append(p) }
         }
         for sa in sas where sa.config.direction == .inbound {
-            let used = policies.contains { $0.direction == .inbound && $0.action == .protect(sa: sa.config.name) }
+            let used = policies.contains { $0.direction == .inbound && $0.protects(sa.config.name) }
             if !used { error(sa.line, "inbound SA \"\(sa.config.name)\" has no inbound protect policy: every packet it opens would be dropped (RFC 4301 §5.2)") }
         }
         for sa in sas where sa.config.direction == .outbound {
-            let used = policies.contains { $0.direction == .outbound && $0.action == .protect(sa: sa.config.name) }
+            let used = policies.contains { $0.direction == .outbound && $0.protects(sa.config.name) }
             if !used { warn(sa.line, "outbound SA \"\(sa.config.name)\" is not used by any policy") }
         }
         if sas.isEmpty && policies.isEmpty { warn(0, "no [[sa]] and no [[policy]]: Sluice would do nothing") }

@@ -6,6 +6,8 @@ public enum DropReason: String, CaseIterable, Sendable, Error, CustomStringConve
     case fragment = "fragment"                   // ESP still fragmented (the kernel reassembles first)
     case unknownSPI = "unknown_spi"              // no inbound SA for this SPI and destination
     case replay = "replay"                       // seen already, or left of the anti-replay window
+    case replayAfterRestart = "replay_restart"   // at or below the durable replay mark after a restart, above the last
+                                                 // number known accepted: maybe new, refused (the price of the mark)
     case icvMismatch = "icv_mismatch"            // authentication failed
     case badLength = "bad_length"                // ciphertext not a multiple of the block size
     case badPadding = "bad_padding"              // pad length too long or pad bytes not 1, 2, 3...
@@ -14,13 +16,15 @@ public enum DropReason: String, CaseIterable, Sendable, Error, CustomStringConve
     case policyMismatch = "policy_mismatch"      // inner packet outside the SA's inbound policy
     case seqExhausted = "seq_exhausted"          // sequence space used up: the SA must be rekeyed
     case saExpired = "sa_expired"                // hard lifetime reached
-    case tooBig = "too_big"                      // DF packet over the path MTU after ESP (ICMP sent)
+    case tooBig = "too_big"                      // DF packet over the path MTU after ESP (an ICMP error is sent where one can be)
     case policyDiscard = "policy_discard"        // a DISCARD policy matched
     case noPolicy = "no_policy"                  // nothing matched and the default is discard
+    case noSA = "no_sa"                          // a PROTECT policy matched but has no live SA (never sent in clear)
     case cryptoError = "crypto_error"            // the crypto library failed (not an ICV mismatch)
     case stateError = "state_error"              // sequence reservation could not be made durable
     case natKeepalive = "nat_keepalive"          // RFC 3948 keepalive: consumed here
     case kernelTruncated = "kernel_truncated"    // the queue handed us a partial copy
+    case injectFailed = "inject_failed"          // the kernel refused a packet sent on a raw socket
     case unsupported = "unsupported"             // a family or mode this SA cannot carry
     // Decided by Sluice's nftables rules in the kernel, read back from their counters:
     case clearProtected = "clear_protected"      // arrived in clear although an inbound PROTECT policy covers it

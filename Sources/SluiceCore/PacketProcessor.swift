@@ -126,7 +126,8 @@ public enum PacketProcessor {
         case .bypass: return .bypass
         case .discard: return .drop(.policyDiscard)
         case .protect:
-            guard let sa = policy.sa else { return .drop(.noPolicy) }
+            // No live SA (not yet negotiated, removed, expired): dropped, never in clear.
+            guard let sa = policy.outboundSA else { return .drop(policy.sas.isEmpty ? .noSA : .saExpired) }
             return .protect(sa)
         }
     }

@@ -33,9 +33,14 @@ public struct TrafficSelector: Sendable, Equatable {
 }
 
 public enum PolicyAction: Sendable, Equatable {
-    case protect(sa: String)
+    /// Protect with an SA set: outbound uses the newest live SA of the set, inbound
+    /// accepts any of them (make-before-break during a rotation, RFC 7296 §2.8).
+    case protect(sas: [String])
     case bypass
     case discard
+
+    /// Protect with one SA.
+    public static func protect(sa: String) -> PolicyAction { .protect(sas: [sa]) }
 
     public var keyword: String {
         switch self {
@@ -56,16 +61,32 @@ public struct Policy: Sendable, Equatable {
     public init(direction: Direction, selector: TrafficSelector, action: PolicyAction, origin: String = "") {
         self.direction = direction; self.selector = selector; self.action = action; self.origin = origin
     }
+
+    /// True when this is a PROTECT policy whose SA set names `sa`.
+    public func protects(_ sa: String) -> Bool {
+        if case let .protect(names) = action { return names.contains(sa) }
+        return false
+    }
 }
 
-/// A policy with its SA resolved, as workers use it.
+/// A policy with its SA set resolved, as workers use it. `sas` keeps the policy's order;
+/// SAs that are gone (removed, expired) are simply absent.
 public struct ResolvedPolicy: Sendable {
     public let policy: Policy
-    public let sa: SecurityAssociation?
+    public let sas: [SecurityAssociation]
+
+    /// The SA outbound traffic takes: the newest live one of the set (the last installed),
+    /// so a new SA takes over at once when it is added beside the old one.
+    @inline(__always)
+    public var outboundSA: SecurityAssociation? {
+        var best: SecurityAssociation? = nil
+        for sa in sas where !sa.isExpired && (best == nil || sa.generation > best!.generation) { best = sa }
+        return best
+    }
 }
 
-/// The SPD and SAD together: one immutable snapshot. A reload builds a new snapshot and
-/// swaps it in; workers pick it up between packets, so no packet sees half a reload.
+/// The SPD and SAD together: one immutable snapshot. A change builds a new snapshot and
+/// swaps it in; workers pick it up between packets, so no packet sees half a change.
 public final class SecurityDatabase: Sendable {
     public let outbound: [ResolvedPolicy]
     public let inbound: [ResolvedPolicy]
@@ -76,28 +97,43 @@ public final class SecurityDatabase: Sendable {
     /// Outer addresses inbound SAs receive on: ESP to these is opened, not policed as clear.
     public let localAddresses: Set<IPAddress>
 
-    public enum BuildError: Error, CustomStringConvertible {
+    public enum BuildError: Error, CustomStringConvertible, Equatable {
         case unknownSA(policy: String, sa: String)
         case wrongDirection(policy: String, sa: String)
         case duplicateSPI(UInt32, String, String)
+        case duplicateName(String)
         public var description: String {
             switch self {
             case let .unknownSA(p, s): return "\(p): policy names SA \"\(s)\", which is not defined"
             case let .wrongDirection(p, s): return "\(p): policy and SA \"\(s)\" have different directions"
             case let .duplicateSPI(spi, a, b): return "inbound SAs \"\(a)\" and \"\(b)\" share SPI 0x\(String(spi, radix: 16)) and local address"
+            case let .duplicateName(n): return "two SAs are named \"\(n)\""
             }
         }
     }
 
+    /// `allowMissingSAs`: a policy may name an SA that is not (or no longer) there; its
+    /// traffic is then dropped as `no_sa`. The config path leaves it off, so a typo is an
+    /// error; the SA manager turns it on, since SAs come and go at run time.
     public init(policies: [Policy], associations: [SecurityAssociation],
-                defaultOutbound: PolicyAction = .bypass, defaultInbound: PolicyAction = .bypass) throws {
+                defaultOutbound: PolicyAction = .bypass, defaultInbound: PolicyAction = .bypass,
+                allowMissingSAs: Bool = false) throws {
         var byName: [String: SecurityAssociation] = [:]
-        for sa in associations { byName[sa.name] = sa }
+        for sa in associations {
+            guard byName.updateValue(sa, forKey: sa.name) == nil else { throw BuildError.duplicateName(sa.name) }
+        }
         func resolve(_ p: Policy) throws -> ResolvedPolicy {
-            guard case let .protect(name) = p.action else { return ResolvedPolicy(policy: p, sa: nil) }
-            guard let sa = byName[name] else { throw BuildError.unknownSA(policy: p.origin, sa: name) }
-            guard sa.config.direction == p.direction else { throw BuildError.wrongDirection(policy: p.origin, sa: name) }
-            return ResolvedPolicy(policy: p, sa: sa)
+            guard case let .protect(names) = p.action else { return ResolvedPolicy(policy: p, sas: []) }
+            var set: [SecurityAssociation] = []
+            for name in names {
+                guard let sa = byName[name] else {
+                    if allowMissingSAs { continue }
+                    throw BuildError.unknownSA(policy: p.origin, sa: name)
+                }
+                guard sa.config.direction == p.direction else { throw BuildError.wrongDirection(policy: p.origin, sa: name) }
+                set.append(sa)
+            }
+            return ResolvedPolicy(policy: p, sas: set)
         }
         outbound = try policies.filter { $0.direction == .outbound }.map(resolve)
         inbound = try policies.filter { $0.direction == .inbound }.map(resolve)
@@ -132,10 +168,13 @@ public final class SecurityDatabase: Sendable {
     }
 
     /// RFC 4301 §5.2: after decryption, the inner packet must fall under a policy that
-    /// protects it with this very SA.
+    /// protects it with this very SA. Matching PROTECT policies of other SAs are passed
+    /// over (two inbound SAs with the same selectors, old and new key, both accept during
+    /// a rotation); a matching BYPASS or DISCARD ends the search: clear traffic was meant.
     public func inboundPolicyAllows(_ k: FlowKey, sa: SecurityAssociation) -> Bool {
         for p in inbound where p.policy.selector.matches(k) {
-            return p.sa === sa
+            guard case .protect = p.policy.action else { return false }
+            if p.sas.contains(where: { $0 === sa }) { return true }
         }
         return false
     }

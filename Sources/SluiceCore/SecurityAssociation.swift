@@ -120,6 +120,9 @@ public final class SecurityAssociation: @unchecked Sendable {
     let store: SequenceStore
     let reserveBlock: UInt64
     public let installedAt: UInt64
+    /// Increases with every SA object made: the newest of a policy's SA set carries its traffic.
+    public let generation: UInt64
+    static let generations = Atomic<UInt64>(0)
     let softFired = Atomic<Bool>(false)
     let hardFired = Atomic<Bool>(false)
     let exhaustedFired = Atomic<Bool>(false)
@@ -141,6 +144,7 @@ public final class SecurityAssociation: @unchecked Sendable {
         reservedThrough = Atomic(used)
         replay = Mutex(ReplayWindow(size: config.replayWindow))
         installedAt = now
+        generation = SecurityAssociation.generations.wrappingAdd(1, ordering: .relaxed).newValue
         self.onEvent = onEvent
     }
 

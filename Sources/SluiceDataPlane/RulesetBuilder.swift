@@ -244,8 +244,8 @@ public struct RulesetBuilder: Sendable {
                 let m = RulesetBuilder.match(p.selector)
                 let sel = m.isEmpty ? "" : m + " "
                 switch p.action {
-                case let .protect(name):
-                    if config.mssClamp, let sa = config.associations.first(where: { $0.config.name == name })?.config {
+                case let .protect(names):
+                    if config.mssClamp, let sa = config.associations.first(where: { names.contains($0.config.name) })?.config {
                         let fams: [IPAddress.Family] = p.selector.family.map { [$0] } ?? [.v4, .v6]
                         for fam in fams {
                             let mss = RulesetBuilder.clampedMSS(sa, innerFamily: fam)
