@@ -208,8 +208,8 @@ public enum ESP {
         guard ctLen % prop.alignment == 0 else { sa.counters.otherDrops.add(1, ordering: .relaxed); throw .badLength }
         guard !sa.isExpired else { throw .saExpired }
 
-        let (seqHigh, seq, fresh) = sa.replayPrecheck(low: seqLow)
-        guard fresh else { sa.counters.replayDrops.add(1, ordering: .relaxed); throw .replay }
+        let (seqHigh, seq, refusal) = sa.replayPrecheck(low: seqLow)
+        if let refusal { sa.counters.replayDrops.add(1, ordering: .relaxed); throw refusal }
 
         let start = espStart
         do {
@@ -223,7 +223,10 @@ public enum ESP {
             throw error
         }
         // Only an authenticated packet may move the window.
-        guard sa.replayUpdate(seq) else { sa.counters.replayDrops.add(1, ordering: .relaxed); throw .replay }
+        if let refusal = sa.replayUpdate(seq) {
+            if refusal != .stateError { sa.counters.replayDrops.add(1, ordering: .relaxed) }
+            throw refusal
+        }
         try sa.account(bytes: ctLen, now: context.now, lane: context.lane)
 
         let ptStart = espStart + espHeader

@@ -127,7 +127,13 @@ public enum PacketProcessor {
         case .discard: return .drop(.policyDiscard)
         case .protect:
             // No live SA (not yet negotiated, removed, expired): dropped, never in clear.
-            guard let sa = policy.outboundSA else { return .drop(policy.sas.isEmpty ? .noSA : .saExpired) }
+            guard let sa = policy.outboundSA else {
+                if policy.sas.isEmpty {
+                    db.events?.post(.noSA(policy: policy.policy.origin))
+                    return .drop(.noSA)
+                }
+                return .drop(.saExpired)
+            }
             return .protect(sa)
         }
     }

@@ -96,6 +96,8 @@ public final class SecurityDatabase: Sendable {
     let bySPI: [UInt32: [SecurityAssociation]]
     /// Outer addresses inbound SAs receive on: ESP to these is opened, not policed as clear.
     public let localAddresses: Set<IPAddress>
+    /// Where the data plane reports what the control plane must act on (`no_sa`).
+    public let events: EventQueue?
 
     public enum BuildError: Error, CustomStringConvertible, Equatable {
         case unknownSA(policy: String, sa: String)
@@ -117,7 +119,8 @@ public final class SecurityDatabase: Sendable {
     /// error; the SA manager turns it on, since SAs come and go at run time.
     public init(policies: [Policy], associations: [SecurityAssociation],
                 defaultOutbound: PolicyAction = .bypass, defaultInbound: PolicyAction = .bypass,
-                allowMissingSAs: Bool = false) throws {
+                allowMissingSAs: Bool = false, events: EventQueue? = nil) throws {
+        self.events = events
         var byName: [String: SecurityAssociation] = [:]
         for sa in associations {
             guard byName.updateValue(sa, forKey: sa.name) == nil else { throw BuildError.duplicateName(sa.name) }
@@ -183,3 +186,10 @@ public final class SecurityDatabase: Sendable {
         associations.first { $0.name == name }
     }
 }
+
+/// Where workers take the current database from, once per batch.
+public protocol DatabaseSource: Sendable {
+    var database: SecurityDatabase { get }
+}
+
+extension SAManager: DatabaseSource {}

@@ -20,6 +20,15 @@ public struct ReplayWindow: Sendable {
         wordMask = UInt64(n - 1)
     }
 
+    /// A window whose right edge is `restoredTop` with everything at or below it taken as
+    /// seen: after a restart nothing accepted before can be accepted again.
+    public init(size: Int, restoredTop: UInt64) {
+        self.init(size: size)
+        guard restoredTop > 0 else { return }
+        top = restoredTop
+        for i in words.indices { words[i] = ~0 }
+    }
+
     /// The cheap pre-authentication check: may `seq` be new?
     public func check(_ seq: UInt64) -> Bool {
         if seq == 0 { return false }

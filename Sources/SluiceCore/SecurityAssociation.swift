@@ -60,26 +60,17 @@ public struct SAConfig: Sendable {
     public var maxSequence: UInt64 { esn ? UInt64.max - 1 : UInt64(UInt32.max) }
 }
 
-/// Durable record of how far outbound sequence numbers have been handed out, so a
-/// restart never reuses one under the same key (see `FileSequenceStore`).
-public protocol SequenceStore: Sendable {
-    /// The highest number that may have been used before (0 for a new SA).
-    func load(sa: SAConfig) throws -> UInt64
-    /// Records durably that numbers up to `limit` may be used. Must not return before that is on disk.
-    func reserve(sa: SAConfig, through limit: UInt64) throws
-}
-
-/// Keeps nothing: for tests and for SAs whose key is new on every start.
-public struct EphemeralSequenceStore: SequenceStore {
-    public init() {}
-    public func load(sa: SAConfig) throws -> UInt64 { 0 }
-    public func reserve(sa: SAConfig, through limit: UInt64) throws {}
-}
-
-public enum SAEvent: Sendable, Equatable {
-    case softLifetime(sa: String, what: String)
-    case hardLifetime(sa: String, what: String)
-    case sequenceExhausted(sa: String)
+/// What the data plane tells the control plane, posted from the worker threads to an
+/// `EventQueue` and handled elsewhere (log, remove the SA, rekey). `generation` names the
+/// exact SA object, since a reload may already have put a new one under the same name.
+public enum SAEvent: Sendable, Hashable {
+    case softLifetime(sa: String, generation: UInt64, what: String)
+    case hardLifetime(sa: String, generation: UInt64, what: String)
+    case sequenceExhausted(sa: String, generation: UInt64)
+    /// A PROTECT policy matched outbound traffic but has no live SA (for an IKE agent: acquire).
+    case noSA(policy: String)
+    /// A durable state write failed (disk full, permissions): the SA will refuse traffic.
+    case stateWriteFailed(sa: String, reason: String)
 }
 
 /// One lane's share of an SA's traffic counters: each worker adds to its own, on its
@@ -102,8 +93,9 @@ public final class SACounters: Sendable {
     public var bytes: UInt64 { lanes.reduce(0) { $0 &+ $1.bytes.load(ordering: .relaxed) } }
 }
 
-/// One SA at run time: configuration, crypto lanes, sequence counter, replay window,
-/// lifetime accounting and counters.
+/// One SA at run time: configuration, crypto lanes, the sequence counter or replay window
+/// (shared with any other SA object of the same key, see `SAState.swift`), lifetime
+/// accounting and counters.
 ///
 /// Concurrency: the sequence counter and counters are atomics; the replay window sits
 /// behind a mutex held only for the check and the update, never during crypto. Crypto
@@ -113,12 +105,10 @@ public final class SecurityAssociation: @unchecked Sendable {
     public let config: SAConfig
     let lanes: [ESPTransform]
     public let counters: SACounters
-    let nextSeq: Atomic<UInt64>
-    let reservedThrough: Atomic<UInt64>
-    let reserveLock = Mutex<Void>(())
-    let replay: Mutex<ReplayWindow>
-    let store: SequenceStore
-    let reserveBlock: UInt64
+    /// Outbound SAs only.
+    public let sequence: OutboundSequence?
+    /// Inbound SAs only.
+    public let replay: InboundReplay?
     public let installedAt: UInt64
     /// Increases with every SA object made: the newest of a policy's SA set carries its traffic.
     public let generation: UInt64
@@ -128,53 +118,49 @@ public final class SecurityAssociation: @unchecked Sendable {
     let exhaustedFired = Atomic<Bool>(false)
     let onEvent: (@Sendable (SAEvent) -> Void)?
 
-    public init(config: SAConfig, lanes laneCount: Int = 1, store: SequenceStore = EphemeralSequenceStore(),
-                reserveBlock: UInt64 = 1 << 16, now: UInt64 = 0,
+    /// `sequence` / `replay`: the running state to continue (a reload that kept the key);
+    /// nil makes a fresh one from `store`.
+    public init(config: SAConfig, lanes laneCount: Int = 1, store: SAStateStore = EphemeralStateStore(),
+                writer: DeferredWriter? = nil, reserveBlock: UInt64 = 1 << 16, replayMarkInterval: UInt64 = 4096,
+                sequence: OutboundSequence? = nil, replay: InboundReplay? = nil, now: UInt64 = 0,
                 onEvent: (@Sendable (SAEvent) -> Void)? = nil) throws {
         self.config = config
         var ls: [ESPTransform] = []
         for _ in 0..<max(1, laneCount) { ls.append(try OpenSSLTransform(proposal: config.proposal, keyMaterial: config.keyMaterial)) }
         lanes = ls
         counters = SACounters(lanes: ls.count)
-        self.store = store
-        self.reserveBlock = max(1, reserveBlock)
-        let used = config.direction == .outbound ? try store.load(sa: config) : 0
-        // Continue above anything that may have been sent before a crash or restart.
-        nextSeq = Atomic(used &+ 1)
-        reservedThrough = Atomic(used)
-        replay = Mutex(ReplayWindow(size: config.replayWindow))
+        let name = config.name
+        let failed: @Sendable (String) -> Void = { why in onEvent?(.stateWriteFailed(sa: name, reason: why)) }
+        switch config.direction {
+        case .outbound:
+            self.sequence = try sequence ?? OutboundSequence(config, store: store, writer: writer, block: reserveBlock, onFailure: failed)
+            self.replay = nil
+        case .inbound:
+            self.sequence = nil
+            let r = try replay ?? InboundReplay(config, store: store, writer: writer, interval: replayMarkInterval, onFailure: failed)
+            r.resize(config.replayWindow)
+            self.replay = r
+        }
         installedAt = now
         generation = SecurityAssociation.generations.wrappingAdd(1, ordering: .relaxed).newValue
         self.onEvent = onEvent
     }
 
     public var name: String { config.name }
-    /// The next sequence number that would be sent (for stats).
-    public var currentSequence: UInt64 { nextSeq.load(ordering: .relaxed) &- 1 }
-    public var replayTop: UInt64 { replay.withLock { $0.top } }
+    /// The last sequence number sent (outbound) or the top of the replay window (inbound).
+    public var currentSequence: UInt64 { sequence?.current ?? replay?.top ?? 0 }
+    public var replayTop: UInt64 { replay?.top ?? 0 }
 
     func transform(lane: Int) -> ESPTransform { lanes[lane % lanes.count] }
 
-    /// Takes the next outbound sequence number, making sure it is covered by a durable
-    /// reservation first. Numbers are never handed out twice, even when reservation fails.
+    /// Takes the next outbound sequence number, covered by a durable reservation first.
+    /// Numbers are never handed out twice, even when reservation fails.
+    @inline(__always)
     func takeSequence() throws(DropReason) -> UInt64 {
-        let seq = nextSeq.wrappingAdd(1, ordering: .relaxed).oldValue
-        guard seq <= config.maxSequence else {
-            if !exhaustedFired.exchange(true, ordering: .relaxed) { onEvent?(.sequenceExhausted(sa: name)) }
-            throw .seqExhausted
+        guard let sequence else { throw .unsupported }
+        return try sequence.take {
+            if !exhaustedFired.exchange(true, ordering: .relaxed) { onEvent?(.sequenceExhausted(sa: name, generation: generation)) }
         }
-        if seq > reservedThrough.load(ordering: .acquiring) {
-            let ok: Bool = reserveLock.withLock { _ in
-                while seq > reservedThrough.load(ordering: .acquiring) {
-                    let limit = min(reservedThrough.load(ordering: .relaxed) &+ reserveBlock, config.maxSequence)
-                    do { try store.reserve(sa: config, through: limit) } catch { return false }
-                    reservedThrough.store(limit, ordering: .releasing)
-                }
-                return true
-            }
-            guard ok else { throw .stateError }
-        }
-        return seq
     }
 
     /// Counts a packet against the lifetimes; throws when the hard limit is reached.
@@ -191,13 +177,15 @@ public final class SecurityAssociation: @unchecked Sendable {
         func over(_ limit: UInt64?, _ value: UInt64) -> Bool { limit.map { value >= $0 } ?? false }
         if over(lt.hardPackets, p) || over(lt.hardBytes, b) || over(lt.hardSeconds, age) {
             if !hardFired.exchange(true, ordering: .relaxed) {
-                onEvent?(.hardLifetime(sa: name, what: over(lt.hardSeconds, age) ? "time" : over(lt.hardPackets, p) ? "packets" : "bytes"))
+                onEvent?(.hardLifetime(sa: name, generation: generation,
+                                       what: over(lt.hardSeconds, age) ? "time" : over(lt.hardPackets, p) ? "packets" : "bytes"))
             }
             throw .saExpired
         }
         if over(lt.softPackets, p) || over(lt.softBytes, b) || over(lt.softSeconds, age) {
             if !softFired.exchange(true, ordering: .relaxed) {
-                onEvent?(.softLifetime(sa: name, what: over(lt.softSeconds, age) ? "time" : over(lt.softPackets, p) ? "packets" : "bytes"))
+                onEvent?(.softLifetime(sa: name, generation: generation,
+                                       what: over(lt.softSeconds, age) ? "time" : over(lt.softPackets, p) ? "packets" : "bytes"))
             }
         }
     }
@@ -207,15 +195,29 @@ public final class SecurityAssociation: @unchecked Sendable {
     /// True once the hard lifetime has passed (checked without counting a packet).
     public var isExpired: Bool { hardFired.load(ordering: .relaxed) }
 
-    /// The cheap pre-authentication step, under one lock: infer seq-high (ESN) from the
-    /// window and check the full number against it.
-    func replayPrecheck(low: UInt32) -> (seqHigh: UInt32?, seq: UInt64, fresh: Bool) {
-        let esn = config.esn
-        return replay.withLock { w in
-            let high: UInt32? = esn ? w.inferHigh(low: low) : nil
-            let seq = UInt64(high ?? 0) << 32 | UInt64(low)
-            return (high, seq, w.check(seq))
+    /// Time lifetimes pass without traffic too: the control plane checks idle SAs with this
+    /// (once a second), so a hard-expired SA goes away even when nothing uses it.
+    public func checkTimeLifetime(now: UInt64) {
+        let lt = config.lifetime
+        let age = now >= installedAt ? now - installedAt : 0
+        if let h = lt.hardSeconds, age >= h, !hardFired.exchange(true, ordering: .relaxed) {
+            onEvent?(.hardLifetime(sa: name, generation: generation, what: "time"))
+        } else if let s = lt.softSeconds, age >= s, !softFired.exchange(true, ordering: .relaxed) {
+            onEvent?(.softLifetime(sa: name, generation: generation, what: "time"))
         }
     }
-    func replayUpdate(_ seq: UInt64) -> Bool { replay.withLock { $0.update(seq) } }
+
+    /// The cheap pre-authentication step (see `InboundReplay.precheck`).
+    @inline(__always)
+    func replayPrecheck(low: UInt32) -> (seqHigh: UInt32?, seq: UInt64, refusal: DropReason?) {
+        guard let replay else { return (nil, 0, .unsupported) }
+        return replay.precheck(low: low, esn: config.esn)
+    }
+
+    /// After authentication: nil when accepted, else the refusal.
+    @inline(__always)
+    func replayUpdate(_ seq: UInt64) -> DropReason? {
+        guard let replay else { return .unsupported }
+        return replay.update(seq)
+    }
 }

@@ -13,36 +13,47 @@ public struct DaemonError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// `sluice run`: owns the workers, the rules and the control socket.
+/// `sluice run`: owns the workers, the rules, the SA manager and the control socket.
 ///
 /// Start: bind every queue first, then install the rules (so no packet is queued to a
 /// queue nobody reads), then READY=1. Stop (SIGTERM/SIGINT): remove the rules, then stop
-/// the workers and unbind (the kernel drops what is still queued: fail closed).
-/// SIGHUP: re-read the config; unchanged SAs keep their state; rules are replaced
-/// atomically (one nft transaction) and workers pick the new database between batches.
+/// the workers and unbind (the kernel drops what is still queued: fail closed), then write
+/// the exact replay marks. SIGHUP: see `reload`.
 public final class Daemon: @unchecked Sendable {
+    /// What readers (stats, metrics) and reload see together: replaced whole, never edited.
+    struct State: Sendable {
+        var config: SluiceConfiguration
+        var builder: RulesetBuilder
+        var reloads: UInt64
+    }
+
     let configPath: String
     var logger: Logger
-    var config: SluiceConfiguration
-    var builder: RulesetBuilder
+    let state: Mutex<State>
     var created = Firewall.Created()
     var workers: [Worker] = []
-    let holder: DatabaseHolder
+    /// SAs and policies: the one place that changes them (reload now, IKE next).
+    let manager: SAManager
+    let writer = BackgroundWriter()
+    let events: EventQueue
+    let eventSignal = DispatchSemaphore(value: 0)
     /// Receivers' MSS per TCP flow, shared by all workers; survives reloads.
     let mssHints = MSSHints()
     /// With gso: this host's addresses, where decrypted TCP may be delivered merged.
     var localAddresses: LocalAddresses?
-    let store: SequenceStore
     let started = monotonicNanos()
-    var reloads: UInt64 = 0
-    let configLock = Mutex<Void>(())
+    /// Serialises reloads (SIGHUP) with each other.
+    let reloadLock = Mutex<Void>(())
     /// Forced backend (tests and `--backend`), else detected.
     let forcedBackend: QueueBackend?
+
+    var config: SluiceConfiguration { state.withLock { $0.config } }
 
     public init(configPath: String, logger: Logger, backend: QueueBackend? = nil) throws {
         self.configPath = configPath
         self.logger = logger
         self.forcedBackend = backend
+        let config: SluiceConfiguration
         do {
             config = try ConfigLoader.load(path: configPath)
         } catch let e as ConfigErrors {
@@ -53,19 +64,27 @@ public final class Daemon: @unchecked Sendable {
             logger.warning("passthrough = true: a measurement mode; PROTECT traffic is queued and passed IN CLEAR")
         }
         self.logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+        let store: FileStateStore
         do {
-            store = try FileSequenceStore(directory: config.stateDir)
+            store = try FileStateStore(directory: config.stateDir)
         } catch {
             throw DaemonError("\(error)")
         }
-        let db: SecurityDatabase
+        let signal = eventSignal
+        events = EventQueue(capacity: 4096) { signal.signal() }
+        manager = SAManager(settings: Daemon.settings(config), store: store, writer: writer, events: events,
+                            clock: { monotonicNanos() / 1_000_000_000 })
         do {
-            db = try DatabaseFactory.build(config, lanes: config.queues, store: store, previous: nil, logger: logger)
+            manager.commit(try manager.prepare(associations: config.associations.map(\.config), policies: config.policies))
         } catch {
             throw DaemonError("cannot set up SAs: \(error)")
         }
-        holder = DatabaseHolder(db)
-        builder = RulesetBuilder(config: config, backend: .native)
+        state = Mutex(State(config: config, builder: RulesetBuilder(config: config, backend: .native), reloads: 0))
+    }
+
+    static func settings(_ c: SluiceConfiguration) -> SAManager.Settings {
+        SAManager.Settings(lanes: c.queues, replayMarkInterval: UInt64(c.replayMarkInterval),
+                           defaultOutbound: c.defaultOutbound, defaultInbound: c.defaultInbound)
     }
 
     public func run() throws -> Int32 {
@@ -85,7 +104,9 @@ public final class Daemon: @unchecked Sendable {
             backend = b
             if b == .xtables { logger.notice("\(why)") }
         }
-        builder = RulesetBuilder(config: config, backend: backend)
+        let config = self.config
+        let builder = RulesetBuilder(config: config, backend: backend)
+        state.withLock { $0.builder = builder }
 
         var opts = NFQueue.Options()
         opts.receiveBuffer = config.receiveBuffer
@@ -96,7 +117,7 @@ public final class Daemon: @unchecked Sendable {
             let twin = config.gso ? UInt16(config.queueBase + config.queues + i) : nil
             do {
                 let nfq = try NFQueue(queue: q, gsoQueue: twin, options: opts)
-                let w = Worker(index: i, queue: nfq, holder: holder, markShift: config.markShift,
+                let w = Worker(index: i, queue: nfq, holder: manager, markShift: config.markShift,
                                passthrough: config.passthrough, batch: config.batch)
                 let log = logger
                 w.busyPollNanos = UInt64(config.busyPollMicros) * 1000
@@ -127,6 +148,7 @@ public final class Daemon: @unchecked Sendable {
                 w.rawSockets = (r4, r6)
             }
         }
+        writer.start()
         let group = DispatchGroup()
         for w in workers {
             group.enter()
@@ -174,6 +196,11 @@ public final class Daemon: @unchecked Sendable {
                 logger.error("\(error); continuing without metrics")
             }
         }
+        let eventsRunning = Flag()
+        group.enter()
+        let et = Thread { [unowned self] in self.handleEvents(while: eventsRunning); group.leave() }
+        et.name = "sluice-events"
+        et.start()
         let watchdog = startWatchdog()
         localAddresses?.start()
         let mode = config.passthrough ? " in PASSTHROUGH mode (packets are queued and accepted unchanged)" : ""
@@ -196,12 +223,17 @@ public final class Daemon: @unchecked Sendable {
         SystemdNotify.send("STOPPING=1")
         watchdog?.clear()
         localAddresses?.stop()
-        Firewall.remove(builder, created: created, logger: logger)
+        Firewall.remove(state.withLock { $0.builder }, created: created, logger: logger)
         workers.forEach { $0.stop() }
         control.stop()
         metrics?.stop()
+        eventsRunning.clear()
+        eventSignal.signal()
         if group.wait(timeout: .now() + 5) == .timedOut { logger.warning("workers did not stop within 5 s") }
         for w in workers { w.nfq?.unbind() }
+        // No worker runs now: the exact replay marks, so a restart refuses replays and loses nothing.
+        writer.stop()
+        for failure in manager.persistOnStop() { logger.error("replay mark not written at stop: \(failure)") }
         logger.info("sluice stopped; rules removed")
         return 0
     }
@@ -210,9 +242,14 @@ public final class Daemon: @unchecked Sendable {
         do { return try Firewall.detectBackend() } catch { throw DaemonError("\(error)") }
     }
 
-    /// SIGHUP: a new config that fails validation changes nothing.
+    /// SIGHUP, in the order that leaves nothing half done: read and validate the file;
+    /// refuse settings that only take effect at start (each named with FILE:LINE); build
+    /// every new SA and check the database they make (nothing changes yet); install the
+    /// nftables transaction; only then swap the SAs and policies in, and publish the new
+    /// state. A failure at any step leaves the running SAs, policies and rules in place.
     func reload() {
-        configLock.withLock { _ in
+        reloadLock.withLock { _ in
+            let running = state.withLock { $0 }
             let next: SluiceConfiguration
             do {
                 next = try ConfigLoader.load(path: configPath)
@@ -220,23 +257,66 @@ public final class Daemon: @unchecked Sendable {
                 logger.error("reload refused, keeping the running configuration:\n\(error)")
                 return
             }
-            if next.queues != config.queues || next.queueBase != config.queueBase || next.markShift != config.markShift
-                || next.fail != config.fail || next.stateDir != config.stateDir || next.controlSocket != config.controlSocket {
-                logger.error("reload refused: queues, queue_base, mark_shift, fail, state_dir and control_socket need a restart")
+            let restart = next.restartRequired(comparedTo: running.config)
+            if !restart.isEmpty {
+                logger.error("reload refused, keeping the running configuration:\n\(restart.map(\.description).joined(separator: "\n"))")
                 return
             }
+            for w in next.warnings { logger.warning("\(w)") }
+            let plan: SAManager.Plan
             do {
-                let db = try DatabaseFactory.build(next, lanes: config.queues, store: store, previous: holder.database, logger: logger)
-                let nextBuilder = RulesetBuilder(config: next, backend: builder.backend)
-                holder.replace(db)
-                if nextBuilder.nftScript() != builder.nftScript() { try Firewall.install(nextBuilder, reload: true) }
-                builder = nextBuilder
-                config = next
-                reloads += 1
-                logger.info("reloaded: \(next.associations.count) SA(s), \(next.policies.count) policies")
+                plan = try manager.prepare(associations: next.associations.map(\.config), policies: next.policies,
+                                           settings: Daemon.settings(next))
             } catch {
-                logger.error("reload failed, keeping the running configuration: \(error)")
+                logger.error("reload refused, keeping the running configuration: \(error)")
+                return
             }
+            let nextBuilder = RulesetBuilder(config: next, backend: running.builder.backend)
+            if nextBuilder.nftScript() != running.builder.nftScript() {
+                do { try Firewall.install(nextBuilder, reload: true) } catch {
+                    logger.error("reload failed, keeping the running configuration (SAs, policies and rules unchanged): \(error)")
+                    return
+                }
+            }
+            manager.commit(plan)
+            logger.logLevel = Logger.Level(rawValue: next.logLevel) ?? .info
+            state.withLock { $0 = State(config: next, builder: nextBuilder, reloads: running.reloads + 1) }
+            for name in plan.skippedExpired { logger.warning("SA \(name): not installed, its key reached the hard lifetime; configure a new key") }
+            func list(_ names: [String]) -> String { names.isEmpty ? "-" : names.joined(separator: ",") }
+            logger.info("reloaded: \(next.associations.count) SA(s) (added \(list(plan.added)), changed \(list(plan.changed)), removed \(list(plan.removed))), \(next.policies.count) policies")
+        }
+    }
+
+    /// The control plane's side of the event queue: logs each event once, removes SAs
+    /// whose hard lifetime passed (their traffic is then dropped as no_sa, never sent in
+    /// clear), and checks time lifetimes of idle SAs once a second.
+    func handleEvents(while running: Flag) {
+        var lastNoSALog: [String: UInt64] = [:]
+        while running.isSet {
+            _ = eventSignal.wait(timeout: .now() + 1)
+            manager.tick()
+            for e in events.drain() {
+                switch e {
+                case let .softLifetime(name, _, what):
+                    logger.notice("SA \(name): soft lifetime (\(what)) reached; rekey soon")
+                case let .hardLifetime(name, generation, what):
+                    let removed = manager.expire(sa: name, generation: generation)
+                    logger.warning("SA \(name): hard lifetime (\(what)) reached\(removed ? "; SA removed, its traffic is dropped (no_sa) until it has a new key" : "")")
+                case let .sequenceExhausted(name, generation):
+                    let removed = manager.expire(sa: name, generation: generation)
+                    logger.error("SA \(name): sequence numbers exhausted\(removed ? "; SA removed" : ""): configure a new key")
+                case let .noSA(policy):
+                    let now = monotonicNanos() / 1_000_000_000
+                    if now >= (lastNoSALog[policy] ?? 0) {
+                        logger.warning("policy \(policy): PROTECT traffic but no SA; dropped (no_sa)")
+                        lastNoSALog[policy] = now + 10
+                    }
+                case let .stateWriteFailed(name, why):
+                    logger.error("SA \(name): cannot make its state durable: \(why)")
+                }
+            }
+            let lost = events.dropped.exchange(0, ordering: .relaxed)
+            if lost > 0 { logger.error("\(lost) SA event(s) lost: the event queue was full") }
         }
     }
 
@@ -265,11 +345,12 @@ public final class Daemon: @unchecked Sendable {
     }
 
     func snapshot() -> StatsSnapshot {
+        let st = state.withLock { $0 }
         let info = StatsSnapshot.DaemonInfo(
-            pid: getpid(), uptimeSeconds: Double(monotonicNanos() - started) / 1e9, backend: builder.backend.rawValue,
-            config: configPath, failMode: config.fail.rawValue, passthrough: config.passthrough, reloads: reloads)
+            pid: getpid(), uptimeSeconds: Double(monotonicNanos() - started) / 1e9, backend: st.builder.backend.rawValue,
+            config: configPath, failMode: st.config.fail.rawValue, passthrough: st.config.passthrough, reloads: st.reloads)
         let rules = (try? Firewall.run("nft", ["-j", "list", "table", "inet", RulesetBuilder.tableName]))?.output ?? ""
-        return StatsSnapshot.make(workers: workers, database: holder.database, info: info,
+        return StatsSnapshot.make(workers: workers, database: manager.database, info: info,
                                   ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))
     }
 

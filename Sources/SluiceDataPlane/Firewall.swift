@@ -11,8 +11,12 @@ public struct Firewall: Sendable {
 
     static let searchPath = ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"]
 
+    /// `SLUICE_NFT` names another nft binary (tests use it to make a transaction fail).
     public static func find(_ tool: String) -> String? {
-        searchPath.map { "\($0)/\(tool)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        if tool == "nft", let forced = ProcessInfo.processInfo.environment["SLUICE_NFT"], !forced.isEmpty {
+            return FileManager.default.isExecutableFile(atPath: forced) ? forced : nil
+        }
+        return searchPath.map { "\($0)/\(tool)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
     public static func run(_ tool: String, _ args: [String], input: String? = nil) throws -> CommandResult {

@@ -5,8 +5,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// The current SPD+SAD snapshot. A reload swaps it; workers take it once per batch.
-public final class DatabaseHolder: Sendable {
+/// A fixed database (tests and benchmarks); the daemon's workers read the `SAManager`.
+public final class DatabaseHolder: DatabaseSource {
     private let current: Mutex<SecurityDatabase>
     public init(_ db: SecurityDatabase) { current = Mutex(db) }
     public var database: SecurityDatabase { current.withLock { $0 } }
@@ -70,7 +70,7 @@ public final class Worker: @unchecked Sendable {
     let nfq: NFQueue?
     let queueNumber: UInt16
     let fd: Int32
-    let holder: DatabaseHolder
+    let holder: any DatabaseSource
     let markShift: Int
     let passthrough: Bool
     let running = Atomic<Bool>(true)
@@ -99,7 +99,7 @@ public final class Worker: @unchecked Sendable {
     static let skbGSO = UInt32(SLUICE_NFQ_SKB_GSO)
     static let skbChecksumNotReady = UInt32(SLUICE_NFQ_SKB_CSUM_NOTREADY)
 
-    public init(index: Int, queue: NFQueue?, queueNumber: UInt16? = nil, holder: DatabaseHolder, markShift: Int,
+    public init(index: Int, queue: NFQueue?, queueNumber: UInt16? = nil, holder: any DatabaseSource, markShift: Int,
                 passthrough: Bool, batch: Int = 32) {
         self.index = index
         self.nfq = queue

@@ -131,7 +131,8 @@ struct ReplayAndSequenceTests {
             outcomes.append(PacketProcessor.process(&buf, database: db, context: .init()))
         }
         #expect(outcomes == [.sealed, .sealed, .sealed, .sealed, .drop(.saExpired), .drop(.saExpired)])
-        #expect(events.all == [.softLifetime(sa: "lt", what: "packets"), .hardLifetime(sa: "lt", what: "packets")])
+        #expect(events.all == [.softLifetime(sa: "lt", generation: sa.generation, what: "packets"),
+                               .hardLifetime(sa: "lt", generation: sa.generation, what: "packets")])
     }
 }
 

@@ -115,16 +115,21 @@ struct PeerPair {
     }
 }
 
-/// A sequence store that starts an SA at a chosen number and records reservations.
-final class FixedStore: SequenceStore, @unchecked Sendable {
+/// A state store that starts an SA at a chosen number and records what is saved.
+final class FixedStore: SAStateStore, @unchecked Sendable {
     let start: UInt64
-    var reservations: [UInt64] = []
+    private let lock = NSLock()
+    private var saved: [SAStateRecord] = []
     var failNext = false
     init(start: UInt64) { self.start = start }
-    func load(sa: SAConfig) throws -> UInt64 { start }
-    func reserve(sa: SAConfig, through limit: UInt64) throws {
-        if failNext { throw VectorError("disk full") }
-        reservations.append(limit)
+    var reservations: [UInt64] { lock.withLock { saved.map(\.mark) } }
+    var records: [SAStateRecord] { lock.withLock { saved } }
+    func load(_ key: SAStateKey, legacyName: String) throws -> SAStateRecord? { start == 0 ? nil : SAStateRecord(mark: start) }
+    func save(_ key: SAStateKey, _ record: SAStateRecord) throws {
+        try lock.withLock {
+            if failNext { throw VectorError("disk full") }
+            saved.append(record)
+        }
     }
 }
 
