@@ -65,9 +65,58 @@ public struct SluiceConfiguration: Sendable {
     public var gso: Bool
     /// Prometheus listener ("127.0.0.1:9816" or "[::1]:9816"); nil = off.
     public var metricsListen: (host: String, port: Int)?
+    /// Inbound: how far ahead of the highest accepted sequence number the durable replay
+    /// mark is written, so a restart never accepts a number it accepted before.
+    public var replayMarkInterval: Int
+    /// The line of every key written in `[sluice]` ("queues": 3); unset keys are absent.
+    public var settingLines: [String: Int]
+    /// The line of the `[sluice]` header, 0 when the file has none.
+    public var sluiceTableLine: Int
     public var associations: [SAEntry]
     public var policies: [Policy]
     public var warnings: [ConfigIssue]
+
+    /// `[sluice]` keys that only take effect when the daemon starts. Everything else
+    /// (log_level, default_out, default_in, mss_clamp, SAs and policies) is applied on reload.
+    public static let restartOnlyKeys = ["queues", "queue_base", "mark_shift", "fail", "state_dir", "control_socket", "gso",
+                                         "passthrough", "batch", "busy_poll_us", "queue_maxlen", "receive_buffer",
+                                         "metrics_listen", "replay_mark_interval"]
+
+    /// The value of a restart-only setting as it would be written in the file.
+    func restartSetting(_ key: String) -> String {
+        switch key {
+        case "queues": return "\(queues)"
+        case "queue_base": return "\(queueBase)"
+        case "mark_shift": return "\(markShift)"
+        case "fail": return "\"\(fail.rawValue)\""
+        case "state_dir": return "\"\(stateDir)\""
+        case "control_socket": return "\"\(controlSocket)\""
+        case "gso": return "\(gso)"
+        case "passthrough": return "\(passthrough)"
+        case "batch": return "\(batch)"
+        case "busy_poll_us": return "\(busyPollMicros)"
+        case "queue_maxlen": return "\(queueMaxLen)"
+        case "receive_buffer": return "\(receiveBuffer)"
+        case "metrics_listen":
+            guard let m = metricsListen else { return "off" }
+            return m.host.contains(":") ? "\"[\(m.host)]:\(m.port)\"" : "\"\(m.host):\(m.port)\""
+        case "replay_mark_interval": return "\(replayMarkInterval)"
+        default: preconditionFailure("not a restart-only setting: \(key)")
+        }
+    }
+
+    /// The settings that changed from `running` (the daemon's configuration) to this one
+    /// but only take effect at start: one warning each, at this file's line of the key
+    /// (the `[sluice]` header, or 0, when the key was removed).
+    public func restartRequired(comparedTo running: SluiceConfiguration) -> [ConfigIssue] {
+        SluiceConfiguration.restartOnlyKeys.compactMap { key in
+            let old = running.restartSetting(key), new = restartSetting(key)
+            guard old != new else { return nil }
+            return ConfigIssue(file: path, line: settingLines[key] ?? sluiceTableLine,
+                               message: "\(key) changed from \(old) to \(new): needs a restart (systemctl restart sluice)",
+                               isWarning: true)
+        }
+    }
 }
 
 public enum ConfigLoader {
@@ -169,7 +218,8 @@ struct Validator {
 
     static let sluiceKeys: Set<String> = ["queues", "queue_base", "fail", "state_dir", "control_socket", "mark_shift",
                                           "queue_maxlen", "receive_buffer", "default_out", "default_in", "mss_clamp",
-                                          "log_level", "passthrough", "metrics_listen", "batch", "busy_poll_us", "gso"]
+                                          "log_level", "passthrough", "metrics_listen", "batch", "busy_poll_us", "gso",
+                                          "replay_mark_interval"]
     static let saKeys: Set<String> = ["name", "direction", "spi", "mode", "local", "remote", "proposal", "key", "key_file",
                                       "esn", "replay_window", "mtu", "df", "tfc_pad", "nat_t",
                                       "soft_bytes", "hard_bytes", "soft_packets", "hard_packets", "soft_seconds", "hard_seconds"]
@@ -217,6 +267,7 @@ struct Validator {
         let passthrough = bool(s, "passthrough") ?? false
         let batch = Int(int(s, "batch", 1...64)?.0 ?? 32)
         let busyPoll = Int(int(s, "busy_poll_us", 0...10_000)?.0 ?? 0)
+        let replayMark = Int(int(s, "replay_mark_interval", 64...1_048_576)?.0 ?? 4096)
         var metrics: (String, Int)? = nil
         if let (text, line) = string(s, "metrics_listen") {
             if let hp = Validator.hostPort(text) { metrics = hp } else {
@@ -258,6 +309,7 @@ struct Validator {
             path: path, queues: queues, queueBase: queueBase, fail: fail, stateDir: stateDir, controlSocket: control,
             markShift: markShift, queueMaxLen: maxlen, receiveBuffer: rcvbuf, defaultOutbound: defaultOut,
             defaultInbound: defaultIn, mssClamp: mss, logLevel: logLevel, passthrough: passthrough, batch: batch, busyPollMicros: busyPoll, gso: gso, metricsListen: metrics,
+            replayMarkInterval: replayMark, settingLines: s.entries.mapValues(\.line), sluiceTableLine: s.line,
             associations: sas, policies: policies, warnings: issues.filter(\.isWarning))
     }
 
@@ -397,6 +449,29 @@ struct Validator {
         }
     }
 
+    /// A policy's `sa`: one name, or a one-line array of names (an SA set, e.g. old and
+    /// new key during a rotation). Reports what is wrong with the list itself.
+    mutating func saNames(_ t: TOMLTable) -> (list: [String], line: Int)? {
+        guard let e = t["sa"] else { return nil }
+        switch e.value {
+        case let .string(name): return ([name], e.line)
+        case let .array(items):
+            if items.isEmpty { error(e.line, "sa = [] names no SA: give at least one"); return nil }
+            var list: [String] = []
+            for item in items {
+                guard case let .string(name) = item else {
+                    error(e.line, "sa = [...] must hold SA names (strings), not \(item.typeName)"); return nil
+                }
+                if list.contains(name) { error(e.line, "sa = [...] names \"\(name)\" twice"); return nil }
+                list.append(name)
+            }
+            return (list, e.line)
+        default:
+            error(e.line, "sa must be an SA name or an array of SA names, not \(e.value.typeName)")
+            return nil
+        }
+    }
+
     mutating func buildPolicy(_ t: TOMLTable, sas: [SAEntry]) -> Policy? {
         unknownKeys(t, allowed: Validator.policyKeys, context: "[[policy]]")
         let before = issues.filter { !$0.isWarning }.count
@@ -444,20 +519,24 @@ struct Validator {
         var action: PolicyAction? = nil
         switch actionWord {
         case "protect":
-            if let (name, line) = string(t, "sa") {
-                if let sa = sas.first(where: { $0.config.name == name }) {
+            if let names = saNames(t) {
+                var ok = true
+                for name in names.list {
+                    guard let sa = sas.first(where: { $0.config.name == name }) else {
+                        error(names.line, "sa = \"\(name)\" is not defined by any [[sa]]"); ok = false; continue
+                    }
                     if let d = direction, sa.config.direction != d {
-                        error(line, "SA \"\(name)\" (line \(sa.line)) is direction \"\(sa.config.direction.rawValue)\", this policy is \"\(d.rawValue)\"")
+                        error(names.line, "SA \"\(name)\" (line \(sa.line)) is direction \"\(sa.config.direction.rawValue)\", this policy is \"\(d.rawValue)\"")
+                        ok = false
                     }
                     if sa.config.mode == .transport, let fam = sel.family, fam != sa.config.local.family {
-                        error(line, "transport-mode SA \"\(name)\" cannot carry traffic of the other address family")
+                        error(names.line, "transport-mode SA \"\(name)\" cannot carry traffic of the other address family")
+                        ok = false
                     }
-                    action = .protect(sa: name)
-                } else {
-                    error(line, "sa = \"\(name)\" is not defined by any [[sa]]")
                 }
+                if ok { action = .protect(sas: names.list) }
             } else if t["sa"] == nil {
-                error(t["action"]!.line, "action = \"protect\" needs sa = \"NAME\"")
+                error(t["action"]!.line, "action = \"protect\" needs sa = \"NAME\" (or an SA set: sa = [\"OLD\", \"NEW\"])")
             }
         case "bypass": action = .bypass
         case "discard": action = .discard

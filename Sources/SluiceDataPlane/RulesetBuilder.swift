@@ -163,6 +163,21 @@ public struct RulesetBuilder: Sendable {
         return sa.mtu - outer - udp - sa.proposal.maxOverhead - inner - 20
     }
 
+    /// The rules that lower the MSS of TCP SYNs under a PROTECT policy so the segments still
+    /// fit once sealed: one per inner family the selector can match, to the smallest MSS of
+    /// the policy's SAs. None when the selector cannot match TCP (another protocol).
+    func mssClampRules(_ selector: TrafficSelector, sas names: [String]) -> [String] {
+        guard selector.proto == nil || selector.proto == 6 else { return [] }
+        let sas = config.associations.map(\.config).filter { names.contains($0.name) }
+        guard !sas.isEmpty else { return [] }
+        let m = RulesetBuilder.match(selector)
+        return (selector.family.map { [$0] } ?? [.v4, .v6]).map { fam in
+            let mss = sas.map { RulesetBuilder.clampedMSS($0, innerFamily: fam) }.min()!
+            let fm = selector.family == nil ? "meta nfproto \(fam == .v4 ? "ipv4" : "ipv6") " : ""
+            return "\(fm)\(m.isEmpty ? "" : m + " ")tcp flags syn tcp option maxseg size > \(mss) tcp option maxseg size set \(mss)"
+        }
+    }
+
     /// Neighbour discovery must work before any SA does (RFC 4301 §4.4.1 leaves it to policy).
     static let ndExemption = "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } return"
 
@@ -245,14 +260,7 @@ public struct RulesetBuilder: Sendable {
                 let sel = m.isEmpty ? "" : m + " "
                 switch p.action {
                 case let .protect(names):
-                    if config.mssClamp, let sa = config.associations.first(where: { names.contains($0.config.name) })?.config {
-                        let fams: [IPAddress.Family] = p.selector.family.map { [$0] } ?? [.v4, .v6]
-                        for fam in fams {
-                            let mss = RulesetBuilder.clampedMSS(sa, innerFamily: fam)
-                            let fm = p.selector.family == nil ? "meta nfproto \(fam == .v4 ? "ipv4" : "ipv6") " : ""
-                            out.append("\t\t\(fm)\(sel)tcp flags syn tcp option maxseg size > \(mss) tcp option maxseg size set \(mss)")
-                        }
-                    }
+                    if config.mssClamp { out += mssClampRules(p.selector, sas: names).map { "\t\t" + $0 } }
                     out.append("\t\t\(sel)\(spread(hook, hashExpression: "symhash"))")
                 case .bypass:
                     out.append("\t\t\(sel)return")

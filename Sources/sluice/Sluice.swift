@@ -65,7 +65,46 @@ struct Check: ParsableCommand {
     func run() throws {
         let cfg = try loadConfigOrExit(options.config)
         for w in cfg.warnings { print(w) }
+        switch Check.kernelCheck(cfg) {
+        case .accepted: break
+        case let .skipped(why): print("\(options.config): note: the kernel check of the generated nftables ruleset was skipped: \(why)")
+        case let .refused(message):
+            FileHandle.standardError.write(Data("\(options.config): the generated nftables ruleset is refused by the kernel: \(message)\n".utf8))
+            throw ExitCode(1)
+        }
         print("\(options.config): OK: \(cfg.associations.count) SA(s), \(cfg.policies.count) polic\(cfg.policies.count == 1 ? "y" : "ies"), \(cfg.queues) queue(s)")
+    }
+
+    enum KernelCheck { case accepted, skipped(String), refused(String) }
+
+    /// Loads the ruleset `sluice run` would install with `nft -c` (which changes nothing)
+    /// in a network namespace of its own, so the host's ruleset is neither touched nor
+    /// needed. The xtables backend's script (no `queue` statements) loads on every
+    /// kernel; the native one is checked as well where the kernel has nft's `queue`.
+    static func kernelCheck(_ cfg: SluiceConfiguration) -> KernelCheck {
+        guard geteuid() == 0 else { return .skipped("not running as root") }
+        guard let nft = Firewall.find("nft") else { return .skipped("nft is not installed") }
+        guard Firewall.find("unshare") != nil else { return .skipped("unshare is not installed") }
+        // No namespace without CAP_SYS_ADMIN, nor under systemd's RestrictNamespaces=. Asked
+        // first, without input: writing the script to an unshare that already failed
+        // would end this process with SIGPIPE.
+        guard let probe = try? Firewall.run("unshare", ["-n", "true"]) else { return .skipped("unshare could not be run") }
+        guard probe.status == 0 else {
+            return .skipped("no network namespace of its own (\(probe.error.trimmingCharacters(in: .whitespacesAndNewlines)))")
+        }
+        var backends: [QueueBackend] = [.xtables]
+        if let (detected, _) = try? Firewall.detectBackend(), detected == .native { backends.append(.native) }
+        for backend in backends {
+            let script = RulesetBuilder(config: cfg, backend: backend).nftScript()
+            // nft's errors on stdout: one pipe to drain, however many rules it refuses.
+            guard let r = try? Firewall.run("unshare", ["-n", "sh", "-c", "exec \(nft) -c -f - 2>&1"], input: script) else {
+                return .skipped("unshare could not be run")
+            }
+            guard r.status != 0 else { continue }
+            let message = (r.output + r.error).trimmingCharacters(in: .whitespacesAndNewlines)
+            return .refused(message.isEmpty ? "nft -c exited with status \(r.status)" : message)
+        }
+        return .accepted
     }
 }
 

@@ -166,6 +166,61 @@ struct RulesetTests {
     }
 }
 
+extension RulesetTests {
+    /// RulesetTests.config plus a second, smaller outbound SA and one more out policy.
+    func clampScript(_ policy: String, header: String = "") throws -> [String] {
+        let text = RulesetTests.config.replacingOccurrences(of: "mark_shift = 16", with: "mark_shift = 16\n" + header) + """
+
+            [[sa]]
+            name = "out2"
+            direction = "out"
+            spi = 0x1002
+            local = "192.0.2.1"
+            remote = "192.0.2.2"
+            proposal = "aes256-sha256"
+            mtu = 1400
+            nat_t = true
+            key = "0x\(String(repeating: "ab", count: 64))"
+
+            [[policy]]
+            direction = "out"
+            \(policy)
+            action = "protect"
+
+            """
+        let b = RulesetBuilder(config: try ConfigLoader.parse(text, path: "t.toml"), backend: .xtables)
+        let out = lines(b.nftScript(), chain: "protect_out")
+        #expect(lines(b.nftScript(), chain: "protect_fwd").filter { $0.contains("maxseg") } == out.filter { $0.contains("maxseg") })
+        // The clamp of RulesetTests.config's own protect policy comes first.
+        return Array(out.filter { $0.contains("maxseg") }.dropFirst())
+    }
+
+    @Test("MSS clamp only where TCP can match: never for udp, sctp, icmp or another protocol number")
+    func clampOnlyTCP() throws {
+        for proto in ["protocol = \"udp\"\ndst_port = \"5301\"", "protocol = \"sctp\"\nsrc_port = 9", "protocol = \"icmp\"\nicmp_type = 8",
+                      "protocol = \"ipv6-icmp\"", "protocol = 47", "protocol = \"udp\""] {
+            #expect(try clampScript("dst = \"203.0.113.0/24\"\n\(proto)\nsa = \"out1\"").isEmpty, "\(proto)")
+        }
+        #expect(try clampScript("protocol = \"tcp\"\ndst_port = 22\nsa = \"out1\"", header: "mss_clamp = false").isEmpty)
+        #expect(try clampScript("dst = \"2001:db8::/32\"\nprotocol = \"tcp\"\ndst_port = \"1000-2000\"\nsa = \"out1\"")
+                == ["ip6 daddr 2001:db8::/32 tcp dport 1000-2000 tcp flags syn tcp option maxseg size > 1383 tcp option maxseg size set 1383"])
+        #expect(try clampScript("protocol = \"tcp\"\nsa = \"out1\"")
+                == ["meta nfproto ipv4 meta l4proto tcp tcp flags syn tcp option maxseg size > 1403 tcp option maxseg size set 1403",
+                    "meta nfproto ipv6 meta l4proto tcp tcp flags syn tcp option maxseg size > 1383 tcp option maxseg size set 1383"])
+    }
+
+    @Test("MSS clamp of an SA set: the smallest MSS of its SAs, per inner family")
+    func clampSASet() throws {
+        let cfg = try ConfigLoader.parse(RulesetTests.config, path: "t.toml")
+        let got = try clampScript("dst = \"203.0.113.0/24\"\nsa = [\"out1\", \"out2\"]")
+        // out2: 1400 - 20 outer - 8 UDP - (8 + 16 IV + 15 pad + 2 + 16 ICV) - 20 inner - 20 TCP
+        let out2 = try #require(try clampScript("dst = \"203.0.113.0/24\"\nsa = \"out2\"").first)
+        #expect(got == [out2])
+        #expect(RulesetBuilder.clampedMSS(cfg.associations[0].config, innerFamily: .v4) == 1403, "out1 alone allows more")
+        #expect(out2 == "ip daddr 203.0.113.0/24 tcp flags syn tcp option maxseg size > 1275 tcp option maxseg size set 1275")
+    }
+}
+
 @Suite("Kernel queue view")
 struct KernelQueueTests {
     @Test("parses /proc/net/netfilter/nfnetlink_queue lines")
