@@ -2,6 +2,8 @@
 // baselines (openssl speed, other builds) in the same script, for ratios.
 //   sluice-bench crypto [seconds]                      seal and open per algorithm and size
 //   sluice-bench worker THREADS [seconds] [proposal] [size]   the worker loop, in process
+//   sluice-bench open THREADS [seconds] [proposal] [size] [mark]  the worker loop on inbound ESP,
+//                                                      durable replay mark on (1) or off (0)
 import Foundation
 import SluiceCore
 import SluiceDataPlane
@@ -126,6 +128,60 @@ func workerBench(threads: Int, seconds: Double, proposal: Proposal, size: Int) t
                  Double(total) / elapsed, Double(total) * Double(size) * 8 / elapsed / 1e9, sealed))
 }
 
+/// The worker loop opening inbound ESP: a pool of distinct sealed packets (the window
+/// advances through the first lap; replay checking is off so later laps are opened too,
+/// paying the same lock and mark checks). `mark`: the durable replay mark on a real file
+/// store with its background writer, against a store that keeps nothing.
+func openBench(threads: Int, seconds: Double, proposal: Proposal, size: Int, mark: Bool) throws {
+    let (sender, _, _) = try pair(proposal, lanes: 1)
+    var inn = SAConfig(name: "i", direction: .inbound, spi: 0x1001, mode: .tunnel, local: IPAddress("192.0.2.2")!,
+                       remote: IPAddress("192.0.2.1")!, proposal: proposal, keyMaterial: key(proposal), esn: true, mtu: 65535)
+    inn.replayWindow = 0
+    let dir = NSTemporaryDirectory() + "sluice-bench-\(getpid())"
+    let writer = BackgroundWriter()
+    let store: SAStateStore = mark ? try FileStateStore(directory: dir) : EphemeralStateStore()
+    if mark { writer.start() }
+    let manager = SAManager(settings: .init(lanes: threads, replayMarkInterval: mark ? 4096 : UInt64(1) << 62),
+                            store: store, writer: mark ? writer : nil)
+    manager.commit(try manager.prepare(associations: [inn], policies: [Policy(direction: .inbound, selector: TrafficSelector(), action: .protect(sa: "i"))]))
+    let batch = 32
+    var buf = PacketBuffer()
+    let pool: [[[UInt8]]] = try (0..<128).map { _ in
+        try (0..<batch).map { _ in
+            try buf.load(ipv4UDP(size: size - 28))
+            guard PacketProcessor.process(&buf, database: sender, context: .init()) == .sealed else { fatalError("seal") }
+            return buf.bytes
+        }
+    }
+    let workers = (0..<threads).map { Worker(index: $0, queue: nil, queueNumber: UInt16($0), holder: manager, markShift: 16, passthrough: false, batch: batch) }
+    let counts = (0..<threads).map { _ in Counter() }
+    let group = DispatchGroup()
+    let start = now()
+    for (i, w) in workers.enumerated() {
+        group.enter()
+        let counter = counts[i]
+        Thread {
+            var done = 0, lap = 0
+            while now() - start < seconds {
+                let n = w.loadFakeBatch(pool[lap % pool.count], hook: 0)
+                w.processBatch(count: n)
+                done += n
+                lap += 1
+            }
+            counter.store(UInt64(done))
+            group.leave()
+        }.start()
+    }
+    group.wait()
+    let elapsed = now() - start
+    if mark { writer.stop() }
+    let total = counts.reduce(0) { $0 + Int($1.value) }
+    let opened = workers.reduce(UInt64(0)) { $0 + $1.stats.opened.load }
+    print(String(format: "threads=%d proposal=%@ size=%d mark=%d pps=%.0f opened=%llu", threads, proposal.rawValue, size, mark ? 1 : 0,
+                 Double(total) / elapsed, opened))
+    try? FileManager.default.removeItem(atPath: dir)
+}
+
 let args = CommandLine.arguments
 switch args.count > 1 ? args[1] : "" {
 case "crypto":
@@ -137,7 +193,13 @@ case "worker":
     let p = args.count > 4 ? Proposal(rawValue: args[4]) ?? .aes128gcm16 : .aes128gcm16
     let size = args.count > 5 ? Int(args[5]) ?? 1400 : 1400
     try workerBench(threads: threads, seconds: secs, proposal: p, size: size)
+case "open":
+    let threads = args.count > 2 ? Int(args[2]) ?? 1 : 1
+    let secs = args.count > 3 ? Double(args[3]) ?? 3 : 3
+    let p = args.count > 4 ? Proposal(rawValue: args[4]) ?? .aes128gcm16 : .aes128gcm16
+    let size = args.count > 5 ? Int(args[5]) ?? 1400 : 1400
+    try openBench(threads: threads, seconds: secs, proposal: p, size: size, mark: args.count > 6 ? args[6] == "1" : true)
 default:
-    print("usage: sluice-bench crypto [seconds] | worker THREADS [seconds] [proposal] [size]")
+    print("usage: sluice-bench crypto [seconds] | worker THREADS [seconds] [proposal] [size] | open THREADS [seconds] [proposal] [size] [0|1]")
     exit(2)
 }
