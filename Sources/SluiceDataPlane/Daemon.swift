@@ -334,7 +334,7 @@ public final class Daemon: @unchecked Sendable {
                 if stuck.isEmpty {
                     SystemdNotify.send("WATCHDOG=1")
                 } else {
-                    log.error("worker(s) for queue \(stuck.map { String($0.stats.queue) }.joined(separator: ",")) made no progress; withholding WATCHDOG=1")
+                    log.error("worker(s) for queue \(stuck.map { String($0.stats.queue) }.joined(separator: ",")) has not come round its receive loop; withholding WATCHDOG=1")
                 }
                 usleep(useconds_t(min(usec / 3, 5_000_000)))
             }

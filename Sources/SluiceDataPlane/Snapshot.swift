@@ -46,6 +46,8 @@ public struct StatsSnapshot: Codable, Sendable {
         public var softBytes, hardBytes, softPackets, hardPackets, softSeconds, hardSeconds: UInt64?
         public var ageSeconds: UInt64
         public var expired: Bool
+        /// On disk: how far sequence numbers are reserved (out), or the replay mark (in).
+        public var durableMark: UInt64? = nil
     }
 }
 
@@ -112,7 +114,8 @@ extension StatsSnapshot {
                            otherDrops: sa.counters.otherDrops.load(ordering: .relaxed),
                            softBytes: lt.softBytes, hardBytes: lt.hardBytes, softPackets: lt.softPackets,
                            hardPackets: lt.hardPackets, softSeconds: lt.softSeconds, hardSeconds: lt.hardSeconds,
-                           ageSeconds: now >= sa.installedAt ? now - sa.installedAt : 0, expired: sa.isExpired)
+                           ageSeconds: now >= sa.installedAt ? now - sa.installedAt : 0, expired: sa.isExpired,
+                           durableMark: sa.sequence?.reservedThrough ?? sa.replay?.durableMark)
         }
         return StatsSnapshot(daemon: info, queues: queues, associations: sas, drops: total,
                              ruleDrops: ruleDrops.filter { $0.value > 0 }, kernel: KernelQueue.read(),
