@@ -175,20 +175,28 @@ public final class MSSHints: Sendable {
 
     public init() {}
 
+    /// The least MSS taken from a peer: IPv4's default MSS (RFC 9293 §3.7.1) and what
+    /// IPv6's 1280-byte minimum MTU carries. A SYN or ICMP error claiming less (a host
+    /// behind the peer may claim 1 byte) would turn every 64 KB packet into thousands of
+    /// tiny ESP packets; like the kernel's min_pmtu, a smaller claim is raised to this.
+    public static func floor(_ family: IPAddress.Family) -> Int { family == .v4 ? 536 : 1220 }
+
     public func mss(for flow: Flow) -> UInt16? { table.withLock { $0[flow] } }
 
     public var count: Int { table.withLock { $0.count } }
 
-    /// `flow` is the direction that will carry data sized by `mss`.
+    /// `flow` is the direction that will carry data sized by `mss` (at least the floor).
     public func record(_ flow: Flow, mss: UInt16) {
+        let mss = max(mss, UInt16(MSSHints.floor(flow.dst.family)))
         table.withLock {
             if $0.count >= MSSHints.capacity && $0[flow] == nil { $0.removeAll(keepingCapacity: true) }
             $0[flow] = mss
         }
     }
 
-    /// A path MTU drop: only ever lowers.
+    /// A path MTU drop: only ever lowers (never under the floor).
     public func lower(_ flow: Flow, mss: UInt16) {
+        let mss = max(mss, UInt16(MSSHints.floor(flow.dst.family)))
         table.withLock {
             if let old = $0[flow], old <= mss { return }
             if $0.count >= MSSHints.capacity && $0[flow] == nil { $0.removeAll(keepingCapacity: true) }
@@ -221,8 +229,7 @@ public final class MSSHints: Sendable {
                   q.headerLength + 4 <= quoted.count else { return }
             let flow = Flow(src: q.src, dst: q.dst, srcPort: readU16(quoted, q.headerLength),
                             dstPort: readU16(quoted, q.headerLength + 2))
-            let mss = mtu - q.headerLength - 20
-            if mss >= 64 { lower(flow, mss: UInt16(clamping: mss)) }
+            lower(flow, mss: UInt16(clamping: mtu - q.headerLength - 20)) // raised to the floor
         default:
             return
         }
