@@ -118,9 +118,9 @@ public enum ESP {
                 writeU16(p, u + 2, natTPort)
                 writeU16(p, u + 4, UInt16(total - outerLen))
                 writeU16(p, u + 6, 0) // IPv4: no checksum (RFC 3948 §2.1)
-                if c.local.family == .v6 {
-                    let src = tunnel ? c.local : h.src, dst = tunnel ? c.remote : h.dst
-                    writeU16(p, u + 6, udpChecksumV6(p, udpOffset: u, src: src, dst: dst))
+                if c.local.family == .v6 { // the outer header holds the addresses by now
+                    writeU16(p, u + 6, Checksum.upperLayer(UnsafeRawBufferPointer(p), family: .v6, proto: IPProto.udp,
+                                                           start: u, end: total))
                 }
             }
         }
@@ -159,13 +159,6 @@ public enum ESP {
             c.local.write(to: p, at: 8)
             c.remote.write(to: p, at: 24)
         }
-    }
-
-    static func udpChecksumV6(_ p: UnsafeMutableRawBufferPointer, udpOffset u: Int, src: IPAddress, dst: IPAddress) -> UInt16 {
-        let len = p.count - u
-        let pseudo = src.checksumPartial &+ dst.checksumPartial &+ UInt32(len) &+ UInt32(IPProto.udp)
-        let c = internetChecksum(UnsafeRawBufferPointer(rebasing: p[u..<p.count]), initial: pseudo)
-        return c == 0 ? 0xFFFF : c
     }
 
     public enum OpenResult: Sendable {

@@ -46,10 +46,8 @@ public enum ICMPError {
                 p[40] = 2; p[41] = 0 // packet too big
                 writeU16(p, 42, 0)
                 writeU32(p, 44, UInt32(max(1280, mtu)))
-                let len = total - 40
-                let pseudo = source.checksumPartial &+ h.src.checksumPartial &+ UInt32(len) &+ UInt32(IPProto.icmpv6)
-                let c = internetChecksum(UnsafeRawBufferPointer(rebasing: p[40..<total]), initial: pseudo)
-                writeU16(p, 42, c)
+                writeU16(p, 42, Checksum.upperLayer(UnsafeRawBufferPointer(p), family: .v6, proto: IPProto.icmpv6,
+                                                    start: 40, end: total))
             }
         }
         return true

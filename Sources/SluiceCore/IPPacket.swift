@@ -70,11 +70,10 @@ public struct IPHeaderInfo: Sendable, Equatable {
         switch p[0] >> 4 {
         case 4:
             guard whole.count >= 20 else { throw .truncated }
-            whole[2] = UInt8(truncatingIfNeeded: whole.count >> 8); whole[3] = UInt8(truncatingIfNeeded: whole.count)
+            whole.withUnsafeMutableBytes { writeU16($0, 2, UInt16(truncatingIfNeeded: $0.count)) }
         case 6:
             guard whole.count > 40 else { throw .truncated }
-            let n = whole.count - 40
-            whole[4] = UInt8(truncatingIfNeeded: n >> 8); whole[5] = UInt8(truncatingIfNeeded: n)
+            whole.withUnsafeMutableBytes { writeU16($0, 4, UInt16(truncatingIfNeeded: $0.count - 40)) }
         default:
             throw .malformedIP
         }

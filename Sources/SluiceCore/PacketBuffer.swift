@@ -120,13 +120,12 @@ public struct PacketBuffer {
 
     public func u16(_ o: Int) throws(DropReason) -> UInt16 {
         guard o >= 0, o + 2 <= count else { throw .truncated }
-        return UInt16(storage[head + o]) << 8 | UInt16(storage[head + o + 1])
+        return storage.withUnsafeBytes { readU16($0, head + o) }
     }
 
     public func u32(_ o: Int) throws(DropReason) -> UInt32 {
         guard o >= 0, o + 4 <= count else { throw .truncated }
-        let b = head + o
-        return UInt32(storage[b]) << 24 | UInt32(storage[b + 1]) << 16 | UInt32(storage[b + 2]) << 8 | UInt32(storage[b + 3])
+        return storage.withUnsafeBytes { readU32($0, head + o) }
     }
 
     public mutating func setU8(_ o: Int, _ v: UInt8) throws(DropReason) {
@@ -136,13 +135,14 @@ public struct PacketBuffer {
 
     public mutating func setU16(_ o: Int, _ v: UInt16) throws(DropReason) {
         guard o >= 0, o + 2 <= count else { throw .truncated }
-        storage[head + o] = UInt8(truncatingIfNeeded: v >> 8)
-        storage[head + o + 1] = UInt8(truncatingIfNeeded: v)
+        let at = head + o
+        storage.withUnsafeMutableBytes { writeU16($0, at, v) }
     }
 
     public mutating func setU32(_ o: Int, _ v: UInt32) throws(DropReason) {
-        try setU16(o, UInt16(truncatingIfNeeded: v >> 16))
-        try setU16(o + 2, UInt16(truncatingIfNeeded: v))
+        guard o >= 0, o + 4 <= count else { throw .truncated }
+        let at = head + o
+        storage.withUnsafeMutableBytes { writeU32($0, at, v) }
     }
 
     public mutating func setBytes(_ o: Int, _ v: [UInt8]) throws(DropReason) {

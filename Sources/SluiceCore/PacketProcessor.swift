@@ -141,13 +141,14 @@ public enum PacketProcessor {
     /// Segment payload: what fits the SA, and never more than the receiver's MSS (less
     /// our TCP options). Without a hint (a flow older than this daemon), the protocol
     /// minimum: slower, never too large for the receiver or the path beyond the peer.
+    /// A hint never takes it below that minimum (`MSSHints.floor`).
     static func segmentPayload(_ s: TCPSegmenter, key: FlowKey, sa: SecurityAssociation, context: ProcessingContext) -> Int {
         let fit = ESP.maxInnerLength(sa: sa, header: s.header) - s.headersLength
         let options = s.tcpHeaderLength - 20
-        var mss = s.header.family == .v4 ? 536 : 1220
+        var mss = MSSHints.floor(s.header.family)
         if let hints = context.mssHints, let sp = key.srcPort, let dp = key.dstPort,
            let m = hints.mss(for: MSSHints.Flow(src: key.src, dst: key.dst, srcPort: sp, dstPort: dp)) {
-            mss = Int(m)
+            mss = max(mss, Int(m))
         }
         return min(fit, mss - options)
     }

@@ -10,83 +10,6 @@ import Synchronization
 /// choose a segment size the receiver accepts. The kernel does not tell us the sender's
 /// gso_size, so `MSSHints` remembers what each receiver advertised.
 
-/// One's-complement arithmetic for the Internet checksum (RFC 1071), eight bytes at a time.
-public enum Checksum {
-    /// The folded, uncomplemented sum of `p` as big-endian 16-bit words (an odd last byte
-    /// is padded with zero). RFC 1071 §2(B): summing little-endian words and swapping
-    /// the folded result gives the same value.
-    public static func sum(_ p: UnsafeRawBufferPointer) -> UInt16 {
-        var acc: UInt64 = 0
-        var i = 0
-        let n = p.count
-        while i + 8 <= n {
-            let (s, o) = acc.addingReportingOverflow(p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-            acc = s &+ (o ? 1 : 0)
-            i += 8
-        }
-        if i < n {
-            var tail: UInt64 = 0
-            var shift: UInt64 = 0
-            while i < n {
-                tail |= UInt64(p[i]) << shift
-                shift += 8
-                i += 1
-            }
-            let (s, o) = acc.addingReportingOverflow(tail)
-            acc = s &+ (o ? 1 : 0)
-        }
-        return fold(acc).byteSwapped
-    }
-
-    /// Folds a 64-bit one's-complement accumulator to 16 bits.
-    @inline(__always)
-    public static func fold(_ v: UInt64) -> UInt16 {
-        var s = (v & 0xFFFF_FFFF) &+ (v >> 32)
-        s = (s & 0xFFFF) &+ (s >> 16)
-        s = (s & 0xFFFF) &+ (s >> 16)
-        s = (s & 0xFFFF) &+ (s >> 16)
-        return UInt16(truncatingIfNeeded: s)
-    }
-
-    /// The pseudo-header sum (RFC 9293 §3.1, RFC 8200 §8.1) for an upper-layer packet of
-    /// `length` bytes with protocol `proto` between the addresses of the IP header in `p`.
-    static func pseudoHeader(_ p: UnsafeRawBufferPointer, header h: IPHeaderInfo, proto: UInt8, length: Int) -> UInt64 {
-        let addrs = h.family == .v4 ? UnsafeRawBufferPointer(rebasing: p[12..<20]) : UnsafeRawBufferPointer(rebasing: p[8..<40])
-        return UInt64(sum(addrs)) + UInt64(proto) + UInt64(length)
-    }
-
-    /// Writes the finished TCP or UDP checksum of the packet in `p` (header `h`), computed
-    /// from scratch: whatever the field held (a partial sum, or garbage) is ignored.
-    public static func finishTransport(_ p: UnsafeMutableRawBufferPointer, header h: IPHeaderInfo) throws(DropReason) {
-        let start = h.headerLength
-        let end = h.totalLength
-        let field: Int
-        switch h.proto {
-        case IPProto.tcp: field = start + 16
-        case IPProto.udp: field = start + 6
-        default: throw .unsupported
-        }
-        guard field + 2 <= end, end <= p.count else { throw .truncated }
-        writeU16(p, field, 0)
-        let ro = UnsafeRawBufferPointer(p)
-        let total = UInt64(sum(UnsafeRawBufferPointer(rebasing: ro[start..<end])))
-            + pseudoHeader(ro, header: h, proto: h.proto, length: end - start)
-        var c = ~fold(total)
-        if c == 0 && h.proto == IPProto.udp { c = 0xFFFF } // RFC 768: 0 means "no checksum"
-        writeU16(p, field, c)
-    }
-
-    /// True when the TCP or UDP checksum of the packet in `p` verifies (tests, and a
-    /// debugging aid: the receive path leaves verification to the kernel).
-    public static func transportIsValid(_ p: UnsafeRawBufferPointer, header h: IPHeaderInfo) -> Bool {
-        let start = h.headerLength, end = h.totalLength
-        guard end <= p.count, start < end else { return false }
-        let total = UInt64(sum(UnsafeRawBufferPointer(rebasing: p[start..<end])))
-            + pseudoHeader(p, header: h, proto: h.proto, length: end - start)
-        return fold(total) == 0xFFFF
-    }
-}
-
 /// A TCP packet taken whole from a GSO queue, cut into segments on demand.
 public struct TCPSegmenter {
     public let header: IPHeaderInfo
@@ -175,20 +98,28 @@ public final class MSSHints: Sendable {
 
     public init() {}
 
+    /// The least MSS taken from a peer: IPv4's default MSS (RFC 9293 §3.7.1) and what
+    /// IPv6's 1280-byte minimum MTU carries. A SYN or ICMP error claiming less (a host
+    /// behind the peer may claim 1 byte) would turn every 64 KB packet into thousands of
+    /// tiny ESP packets; like the kernel's min_pmtu, a smaller claim is raised to this.
+    public static func floor(_ family: IPAddress.Family) -> Int { family == .v4 ? 536 : 1220 }
+
     public func mss(for flow: Flow) -> UInt16? { table.withLock { $0[flow] } }
 
     public var count: Int { table.withLock { $0.count } }
 
-    /// `flow` is the direction that will carry data sized by `mss`.
+    /// `flow` is the direction that will carry data sized by `mss` (at least the floor).
     public func record(_ flow: Flow, mss: UInt16) {
+        let mss = max(mss, UInt16(MSSHints.floor(flow.dst.family)))
         table.withLock {
             if $0.count >= MSSHints.capacity && $0[flow] == nil { $0.removeAll(keepingCapacity: true) }
             $0[flow] = mss
         }
     }
 
-    /// A path MTU drop: only ever lowers.
+    /// A path MTU drop: only ever lowers (never under the floor).
     public func lower(_ flow: Flow, mss: UInt16) {
+        let mss = max(mss, UInt16(MSSHints.floor(flow.dst.family)))
         table.withLock {
             if let old = $0[flow], old <= mss { return }
             if $0.count >= MSSHints.capacity && $0[flow] == nil { $0.removeAll(keepingCapacity: true) }
@@ -221,8 +152,7 @@ public final class MSSHints: Sendable {
                   q.headerLength + 4 <= quoted.count else { return }
             let flow = Flow(src: q.src, dst: q.dst, srcPort: readU16(quoted, q.headerLength),
                             dstPort: readU16(quoted, q.headerLength + 2))
-            let mss = mtu - q.headerLength - 20
-            if mss >= 64 { lower(flow, mss: UInt16(clamping: mss)) }
+            lower(flow, mss: UInt16(clamping: mtu - q.headerLength - 20)) // raised to the floor
         default:
             return
         }
@@ -294,7 +224,7 @@ public struct TCPCoalescer {
         let t = h.headerLength
         let header = UInt64(Checksum.sum(UnsafeRawBufferPointer(rebasing: p[t..<payloadStart])))
         let payload = UInt64(Checksum.sum(UnsafeRawBufferPointer(rebasing: p[payloadStart..<h.totalLength])))
-        let pseudo = Checksum.pseudoHeader(p, header: h, proto: IPProto.tcp, length: h.totalLength - t)
+        let pseudo = Checksum.pseudoHeader(p, family: h.family, proto: IPProto.tcp, length: h.totalLength - t)
         return Checksum.fold(header + payload + pseudo) == 0xFFFF ? payload : nil
     }
 
@@ -370,8 +300,7 @@ public struct TCPCoalescer {
             writeU16(b, t + 16, 0)
             let ro = UnsafeRawBufferPointer(b)
             let h = UInt64(Checksum.sum(UnsafeRawBufferPointer(rebasing: ro[t..<(t + tcpHeaderLength)])))
-            let pseudo = UInt64(Checksum.sum(UnsafeRawBufferPointer(rebasing: family == .v4 ? ro[12..<20] : ro[8..<40])))
-                + UInt64(IPProto.tcp) + UInt64(total - t)
+            let pseudo = Checksum.pseudoHeader(ro, family: family, proto: IPProto.tcp, length: total - t)
             writeU16(b, t + 16, ~Checksum.fold(h + UInt64(Checksum.fold(payloadSum)) + pseudo))
         }
     }

@@ -16,14 +16,18 @@ public protocol ESPTransform: AnyObject {
 }
 
 /// Key material that wipes itself and never prints.
+///
+/// Copies: `init` takes over the caller's array buffer (wiped with this object: the
+/// caller must not use that array afterwards) and `bytes` shares it too; code that
+/// needs the key hands a slice's pointer to C (see `OpenSSLTransform`), never an
+/// `Array(...)` copy.
 public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, CustomDebugStringConvertible, Equatable {
     public private(set) var bytes: [UInt8]
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
     deinit { wipe() }
-    public func wipe() {
-        let n = bytes.count
-        if n > 0 { bytes.withUnsafeMutableBytes { sluice_wipe($0.baseAddress, n) } }
-    }
+    /// Zeroes the buffer in place, also while it is shared: `withUnsafeMutableBytes` would
+    /// first copy a shared buffer and then wipe only that copy, leaving the key behind.
+    public func wipe() { wipeInPlace(bytes) }
     public var count: Int { bytes.count }
     public var description: String { "<\(bytes.count) bytes redacted>" }
     public var debugDescription: String { description }
@@ -54,7 +58,8 @@ public final class OpenSSLTransform: ESPTransform {
     let proposal: Proposal
     let cipher: OpaquePointer?
     let hmac: OpaquePointer?
-    let salt: [UInt8]
+    /// AEAD nonce: the salt (written once at init: the only key bytes kept in Swift
+    /// memory, wiped in deinit) then each packet's explicit IV.
     var nonce = [UInt8](repeating: 0, count: 12)
     var aad = [UInt8](repeating: 0, count: 12)
     var mac = [UInt8](repeating: 0, count: 32)
@@ -65,7 +70,7 @@ public final class OpenSSLTransform: ESPTransform {
     var ivPoolOffset = 4096
 
     public convenience init(proposal: Proposal, keyMaterial: SecretBytes) throws {
-        let km = keyMaterial.bytes
+        let km = keyMaterial.bytes // the same buffer, not a copy; slices of it stay in place too
         guard km.count == proposal.keyMaterialLength else {
             throw TransformError.keyLength(expected: proposal.keyMaterialLength, got: km.count)
         }
@@ -81,42 +86,37 @@ public final class OpenSSLTransform: ESPTransform {
                       saltOrIntegrityKey: km[ek...])
     }
 
-    /// Lower-level form, also used by the vector tests (e.g. AES-192-GCM).
+    /// Lower-level form, also used by the vector tests (e.g. AES-192-GCM). The key bytes
+    /// go to the C contexts straight from the caller's storage: no Swift copy is made,
+    /// except the 4-byte AEAD salt in `nonce`.
     init(proposal: Proposal, cipherKind: sluice_cipher_kind?, encryptionKey: ArraySlice<UInt8>,
          saltOrIntegrityKey rest: ArraySlice<UInt8>) throws {
+        if proposal.isAEAD && rest.count != 4 {
+            throw TransformError.keyLength(expected: encryptionKey.count + 4, got: encryptionKey.count + rest.count)
+        }
+        // Every failure throws before `self` is initialized, so deinit never frees twice.
+        let c = cipherKind.flatMap { kind in encryptionKey.withUnsafeBufferPointer { sluice_cipher_new(kind, $0.baseAddress, $0.count) } }
+        if cipherKind != nil && c == nil { throw TransformError.openSSL("the cipher") }
+        let h = proposal.isAEAD ? nil : rest.withUnsafeBufferPointer { sluice_hmac_sha256_new($0.baseAddress, $0.count) }
+        if !proposal.isAEAD && h == nil { sluice_cipher_free(c); throw TransformError.openSSL("HMAC-SHA-256") }
         self.proposal = proposal
-        let ek = Array(encryptionKey)
-        if let kind = cipherKind {
-            cipher = ek.withUnsafeBufferPointer { sluice_cipher_new(kind, $0.baseAddress, ek.count) }
-            if cipher == nil { throw TransformError.openSSL("the cipher") }
-        } else {
-            cipher = nil
-        }
-        if proposal.isAEAD {
-            guard rest.count == 4 else { throw TransformError.keyLength(expected: ek.count + 4, got: ek.count + rest.count) }
-            salt = Array(rest)
-            hmac = nil
-        } else {
-            salt = []
-            let ik = Array(rest)
-            hmac = ik.withUnsafeBufferPointer { sluice_hmac_sha256_new($0.baseAddress, ik.count) }
-            if hmac == nil { throw TransformError.openSSL("HMAC-SHA-256") }
-        }
+        cipher = c
+        hmac = h
+        if proposal.isAEAD { for i in 0..<4 { nonce[i] = rest[rest.startIndex + i] } }
     }
 
     deinit {
-        sluice_cipher_free(cipher)
+        sluice_cipher_free(cipher) // OpenSSL cleanses the key schedules and the HMAC key
         sluice_hmac_free(hmac)
+        wipeInPlace(nonce)
     }
 
     private func prepareAEAD(_ esp: UnsafeMutableRawBufferPointer, seqHigh: UInt32?) -> Int {
-        // nonce = salt(4) | explicit IV(8); AAD = SPI | [seq-high] | seq-low (RFC 4106 §5).
-        for i in 0..<4 { nonce[i] = salt[i] }
+        // nonce = salt(4, set at init) | explicit IV(8); AAD = SPI | [seq-high] | seq-low (RFC 4106 §5).
         for i in 0..<8 { nonce[4 + i] = esp[8 + i] }
         for i in 0..<4 { aad[i] = esp[i] }
         if let hi = seqHigh {
-            aad[4] = UInt8(truncatingIfNeeded: hi >> 24); aad[5] = UInt8(truncatingIfNeeded: hi >> 16)
-            aad[6] = UInt8(truncatingIfNeeded: hi >> 8); aad[7] = UInt8(truncatingIfNeeded: hi)
+            aad.withUnsafeMutableBytes { writeU32($0, 4, hi) }
             for i in 0..<4 { aad[8 + i] = esp[4 + i] }
             return 12
         }
@@ -127,8 +127,7 @@ public final class OpenSSLTransform: ESPTransform {
     private func computeHMAC(_ esp: UnsafeMutableRawBufferPointer, authLength: Int, seqHigh: UInt32?) throws(DropReason) {
         var hiLen = 0
         if let hi = seqHigh {
-            seqHighBytes[0] = UInt8(truncatingIfNeeded: hi >> 24); seqHighBytes[1] = UInt8(truncatingIfNeeded: hi >> 16)
-            seqHighBytes[2] = UInt8(truncatingIfNeeded: hi >> 8); seqHighBytes[3] = UInt8(truncatingIfNeeded: hi)
+            seqHighBytes.withUnsafeMutableBytes { writeU32($0, 0, hi) }
             hiLen = 4 // RFC 4303 §2.2.1: seq-high is authenticated but not sent
         }
         let ok = seqHighBytes.withUnsafeBufferPointer { hb in
@@ -203,6 +202,15 @@ public final class OpenSSLTransform: ESPTransform {
         if cipher != nil {
             guard sluice_cbc_crypt(cipher, 0, base + 8, base + payloadOffset, payloadLength) == 1 else { throw .cryptoError }
         }
+    }
+}
+
+/// Zeroes an array's buffer where it is, shared or not, with OPENSSL_cleanse (which the
+/// optimizer cannot drop). Only for key material about to be released: every holder of
+/// the buffer sees zeros afterwards.
+func wipeInPlace(_ a: [UInt8]) {
+    a.withUnsafeBufferPointer { p in
+        if let base = p.baseAddress, p.count > 0 { sluice_wipe(UnsafeMutableRawPointer(mutating: base), p.count) }
     }
 }
 

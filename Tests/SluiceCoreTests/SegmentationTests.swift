@@ -129,7 +129,7 @@ struct SegmentationTests {
         let whole = SegmentationTests.wholePacket(v6: family == .v6, dataLength: 60_000, flags: flags, src: src, dst: dst)
         let h = try parseHeader(whole)
         let flow = MSSHints.Flow(src: h.src, dst: h.dst, srcPort: 40000, dstPort: 5201)
-        for (hint, expectSize) in [(UInt16?.none, family == .v4 ? 536 - 12 : 1220 - 12), (9000, -1), (1000, 1000 - 12)] {
+        for (hint, expectSize) in [(UInt16?.none, family == .v4 ? 536 - 12 : 1220 - 12), (9000, -1), (1250, 1250 - 12)] {
             let hints = MSSHints()
             if let hint { hints.record(flow, mss: hint) }
             var buf = PacketBuffer(whole), scratch = PacketBuffer()
