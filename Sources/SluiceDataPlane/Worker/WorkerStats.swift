@@ -18,14 +18,6 @@ public final class Counter: Sendable {
     public func store(_ v: UInt64) { storage.store(v, ordering: .relaxed) }
 }
 
-/// Monotonic nanoseconds.
-@inline(__always)
-public func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
 /// Everything one worker counts. Only its worker writes; stats readers load.
 public final class WorkerStats: Sendable {
     public let queue: Int

@@ -3,12 +3,6 @@ import CSluiceNetfilter
 import Glibc
 #endif
 
-public struct Errno: Error, Equatable, CustomStringConvertible {
-    public let code: Int32
-    public init(_ code: Int32) { self.code = code }
-    public var description: String { "\(String(cString: strerror(code))) (errno \(code))" }
-}
-
 /// One NFQUEUE queue bound to its own netlink socket, and optionally its GSO twin on the
 /// same socket (a socket may own several queues; each message names its queue). Owned
 /// by exactly one worker thread.

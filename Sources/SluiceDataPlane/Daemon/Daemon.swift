@@ -82,11 +82,6 @@ public final class Daemon: @unchecked Sendable {
         state = Mutex(State(config: config, builder: RulesetBuilder(config: config, backend: .native), reloads: 0))
     }
 
-    static func settings(_ c: SluiceConfiguration) -> SAManager.Settings {
-        SAManager.Settings(lanes: c.queues, replayMarkInterval: UInt64(c.replayMarkInterval),
-                           defaultOutbound: c.defaultOutbound, defaultInbound: c.defaultInbound)
-    }
-
     public func run() throws -> Int32 {
         // Signals are taken synchronously by this thread only (sigwait): block them
         // before any other thread exists so every thread inherits the mask.
@@ -133,20 +128,22 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         // Raw sockets (CAP_NET_RAW) send what the kernel cannot take back in a verdict:
-        // family-changing tunnel packets and IPv4 ESP sealed for forwarded traffic.
-        if config.associations.contains(where: { $0.config.direction == .outbound }) {
-            let mark = RulesetBuilder.verdictMark(original: 0, shift: config.markShift)
-            for w in workers {
-                let r4 = sluice_raw_open(4, mark), r6 = sluice_raw_open(6, mark)
-                if r4 < 0 || r6 < 0 {
-                    if config.gso {
-                        // Every sealed TCP segment leaves on these sockets: without them TCP would stop.
-                        throw DaemonError("cannot open raw sockets (\(Errno(-min(r4, r6)))): they need CAP_NET_RAW; gso = true sends sealed TCP segments on them (set gso = false to run without)")
-                    }
-                    logger.warning("cannot open raw sockets (\(Errno(-min(r4, r6)))): forwarded IPv4 and 4-in-6/6-in-4 tunnel packets will fail as inject errors")
+        // family-changing tunnel packets and IPv4 ESP sealed for forwarded traffic. Opened
+        // whatever the config holds now, since a reload may add the first outbound SA.
+        let mark = RulesetBuilder.verdictMark(original: 0, shift: config.markShift)
+        let needed = config.associations.contains { $0.config.direction == .outbound }
+        for w in workers {
+            let r4 = sluice_raw_open(4, mark), r6 = sluice_raw_open(6, mark)
+            if r4 < 0 || r6 < 0 {
+                let why = Errno(-min(r4, r6))
+                if config.gso && needed {
+                    // Every sealed TCP segment leaves on these sockets: without them TCP would stop.
+                    throw DaemonError("cannot open raw sockets (\(why)): they need CAP_NET_RAW; gso = true sends sealed TCP segments on them (set gso = false to run without)")
                 }
-                w.rawSockets = (r4, r6)
+                let message: Logger.Message = "cannot open raw sockets (\(why)): forwarded IPv4 and 4-in-6/6-in-4 tunnel packets will fail as inject errors"
+                if needed { logger.warning(message) } else { logger.debug(message) }
             }
+            w.rawSockets = (r4, r6)
         }
         writer.start()
         let group = DispatchGroup()
@@ -240,132 +237,6 @@ public final class Daemon: @unchecked Sendable {
 
     func detect() throws -> (QueueBackend, String) {
         do { return try Firewall.detectBackend() } catch { throw DaemonError("\(error)") }
-    }
-
-    /// SIGHUP, in the order that leaves nothing half done: read and validate the file;
-    /// refuse settings that only take effect at start (each named with FILE:LINE); build
-    /// every new SA and check the database they make (nothing changes yet); install the
-    /// nftables transaction; only then swap the SAs and policies in, and publish the new
-    /// state. A failure at any step leaves the running SAs, policies and rules in place.
-    func reload() {
-        reloadLock.withLock { _ in
-            let running = state.withLock { $0 }
-            let next: SluiceConfiguration
-            do {
-                next = try ConfigLoader.load(path: configPath)
-            } catch {
-                logger.error("reload refused, keeping the running configuration:\n\(error)")
-                return
-            }
-            let restart = next.restartRequired(comparedTo: running.config)
-            if !restart.isEmpty {
-                logger.error("reload refused, keeping the running configuration:\n\(restart.map(\.description).joined(separator: "\n"))")
-                return
-            }
-            for w in next.warnings { logger.warning("\(w)") }
-            let plan: SAManager.Plan
-            do {
-                plan = try manager.prepare(associations: next.associations.map(\.config), policies: next.policies,
-                                           settings: Daemon.settings(next))
-            } catch {
-                logger.error("reload refused, keeping the running configuration: \(error)")
-                return
-            }
-            let nextBuilder = RulesetBuilder(config: next, backend: running.builder.backend)
-            if nextBuilder.nftScript() != running.builder.nftScript() {
-                do { try Firewall.install(nextBuilder, reload: true) } catch {
-                    logger.error("reload failed, keeping the running configuration (SAs, policies and rules unchanged): \(error)")
-                    return
-                }
-            }
-            manager.commit(plan)
-            logger.logLevel = Logger.Level(rawValue: next.logLevel) ?? .info
-            state.withLock { $0 = State(config: next, builder: nextBuilder, reloads: running.reloads + 1) }
-            for name in plan.skippedExpired { logger.warning("SA \(name): not installed, its key reached the hard lifetime; configure a new key") }
-            func list(_ names: [String]) -> String { names.isEmpty ? "-" : names.joined(separator: ",") }
-            logger.info("reloaded: \(next.associations.count) SA(s) (added \(list(plan.added)), changed \(list(plan.changed)), removed \(list(plan.removed))), \(next.policies.count) policies")
-        }
-    }
-
-    /// The control plane's side of the event queue: logs each event once, removes SAs
-    /// whose hard lifetime passed (their traffic is then dropped as no_sa, never sent in
-    /// clear), and checks time lifetimes of idle SAs once a second.
-    func handleEvents(while running: Flag) {
-        var lastNoSALog: [String: UInt64] = [:]
-        while running.isSet {
-            _ = eventSignal.wait(timeout: .now() + 1)
-            manager.tick()
-            for e in events.drain() {
-                switch e {
-                case let .softLifetime(name, _, what):
-                    logger.notice("SA \(name): soft lifetime (\(what)) reached; rekey soon")
-                case let .hardLifetime(name, generation, what):
-                    let removed = manager.expire(sa: name, generation: generation)
-                    logger.warning("SA \(name): hard lifetime (\(what)) reached\(removed ? "; SA removed, its traffic is dropped (no_sa) until it has a new key" : "")")
-                case let .sequenceExhausted(name, generation):
-                    let removed = manager.expire(sa: name, generation: generation)
-                    logger.error("SA \(name): sequence numbers exhausted\(removed ? "; SA removed" : ""): configure a new key")
-                case let .noSA(policy):
-                    let now = monotonicNanos() / 1_000_000_000
-                    if now >= (lastNoSALog[policy] ?? 0) {
-                        logger.warning("policy \(policy): PROTECT traffic but no SA; dropped (no_sa)")
-                        lastNoSALog[policy] = now + 10
-                    }
-                case let .stateWriteFailed(name, why):
-                    logger.error("SA \(name): cannot make its state durable: \(why)")
-                }
-            }
-            let lost = events.dropped.exchange(0, ordering: .relaxed)
-            if lost > 0 { logger.error("\(lost) SA event(s) lost: the event queue was full") }
-        }
-    }
-
-    /// Sends WATCHDOG=1 only while every worker keeps going round its loop.
-    func startWatchdog() -> Flag? {
-        guard let usec = SystemdNotify.watchdogMicros else { return nil }
-        let alive = Flag()
-        let ws = workers
-        let log = logger
-        let t = Thread {
-            let limit = usec * 1000
-            while alive.isSet {
-                let now = monotonicNanos()
-                let stuck = ws.filter { now &- $0.stats.heartbeat.load > limit / 2 }
-                if stuck.isEmpty {
-                    SystemdNotify.send("WATCHDOG=1")
-                } else {
-                    log.error("worker(s) for queue \(stuck.map { String($0.stats.queue) }.joined(separator: ",")) has not come round its receive loop; withholding WATCHDOG=1")
-                }
-                usleep(useconds_t(min(usec / 3, 5_000_000)))
-            }
-        }
-        t.name = "sluice-watchdog"
-        t.start()
-        return alive
-    }
-
-    func snapshot() -> StatsSnapshot {
-        let st = state.withLock { $0 }
-        let info = StatsSnapshot.DaemonInfo(
-            pid: getpid(), uptimeSeconds: Double(monotonicNanos() - started) / 1e9, backend: st.builder.backend.rawValue,
-            config: configPath, failMode: st.config.fail.rawValue, passthrough: st.config.passthrough, reloads: st.reloads)
-        let rules = (try? Firewall.run("nft", ["-j", "list", "table", "inet", RulesetBuilder.tableName]))?.output ?? ""
-        return StatsSnapshot.make(workers: workers, database: manager.database, info: info,
-                                  ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))
-    }
-
-    func control(_ command: String) -> [String: Any]? {
-        switch command {
-        case "stats":
-            let snap = snapshot()
-            guard let data = try? JSONEncoder().encode(snap),
-                  let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                return ["error": "could not encode stats"]
-            }
-            return obj
-        default:
-            return nil
-        }
     }
 }
 

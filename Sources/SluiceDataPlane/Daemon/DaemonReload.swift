@@ -1,0 +1,60 @@
+import Foundation
+import Logging
+import SluiceConfig
+import SluiceCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reload: the config file as the SA manager's first user.
+extension Daemon {
+    /// SIGHUP, in the order that leaves nothing half done: read and validate the file;
+    /// refuse settings that only take effect at start (each named with FILE:LINE); build
+    /// every new SA and check the database they make (nothing changes yet); install the
+    /// nftables transaction; only then swap the SAs and policies in, and publish the new
+    /// state. A failure at any step leaves the running SAs, policies and rules in place.
+    func reload() {
+        reloadLock.withLock { _ in
+            let running = state.withLock { $0 }
+            let next: SluiceConfiguration
+            do {
+                next = try ConfigLoader.load(path: configPath)
+            } catch {
+                logger.error("reload refused, keeping the running configuration:\n\(error)")
+                return
+            }
+            let restart = next.restartRequired(comparedTo: running.config)
+            if !restart.isEmpty {
+                logger.error("reload refused, keeping the running configuration:\n\(restart.map(\.description).joined(separator: "\n"))")
+                return
+            }
+            for w in next.warnings { logger.warning("\(w)") }
+            let plan: SAManager.Plan
+            do {
+                plan = try manager.prepare(associations: next.associations.map(\.config), policies: next.policies,
+                                           settings: Daemon.settings(next))
+            } catch {
+                logger.error("reload refused, keeping the running configuration: \(error)")
+                return
+            }
+            let nextBuilder = RulesetBuilder(config: next, backend: running.builder.backend)
+            if nextBuilder.nftScript() != running.builder.nftScript() {
+                do { try Firewall.install(nextBuilder, reload: true) } catch {
+                    logger.error("reload failed, keeping the running configuration (SAs, policies and rules unchanged): \(error)")
+                    return
+                }
+            }
+            manager.commit(plan)
+            logger.logLevel = Logger.Level(rawValue: next.logLevel) ?? .info
+            state.withLock { $0 = State(config: next, builder: nextBuilder, reloads: running.reloads + 1) }
+            for name in plan.skippedExpired { logger.warning("SA \(name): not installed, its key reached the hard lifetime; configure a new key") }
+            func list(_ names: [String]) -> String { names.isEmpty ? "-" : names.joined(separator: ",") }
+            logger.info("reloaded: \(next.associations.count) SA(s) (added \(list(plan.added)), changed \(list(plan.changed)), removed \(list(plan.removed))), \(next.policies.count) policies")
+        }
+    }
+
+    static func settings(_ c: SluiceConfiguration) -> SAManager.Settings {
+        SAManager.Settings(lanes: c.queues, replayMarkInterval: UInt64(c.replayMarkInterval),
+                           defaultOutbound: c.defaultOutbound, defaultInbound: c.defaultInbound)
+    }
+}
