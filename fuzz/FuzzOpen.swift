@@ -12,7 +12,11 @@
 //   4: the TCP offload paths: a whole (GSO) packet cut and sealed, MSS learning from a
 //      "decrypted" packet, and the receive merge of two packets split from the input
 // Every mode runs with MSS learning on, so decrypted SYNs and ICMP errors reach it.
-// A packet sealed and opened unchanged must come back identical: that is checked too.
+// Mode 2 checks the round trip: the clean packet must open into exactly the packet
+// sealed, and a corrupted one may open only into that same packet (tunnel mode; in
+// transport mode the IP header is not authenticated, so only the payload is compared).
+// Modes 2 and 3 take sequence numbers from the same per-SA counter, so neither can
+// push the receiver's replay window past the other's next packet.
 
 let proposals = Proposal.allCases
 let fuzzKey: (Proposal) -> SecretBytes = { p in SecretBytes((0..<p.keyMaterialLength).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 1) }) }
@@ -55,12 +59,18 @@ nonisolated(unsafe) var coalescer = TCPCoalescer()
 let hints = MSSHints()
 
 func ipv4(_ payload: [UInt8], proto: UInt8) -> [UInt8] {
-    let total = 20 + payload.count
-    var h: [UInt8] = [0x45, 0, UInt8(truncatingIfNeeded: total >> 8), UInt8(truncatingIfNeeded: total), 0, 1, 0, 0, 64, proto, 0, 0,
-                      192, 0, 2, 1, 192, 0, 2, 2]
-    let c = h.withUnsafeBytes { internetChecksum($0) }
-    h[10] = UInt8(c >> 8); h[11] = UInt8(c & 0xFF)
+    var h: [UInt8] = [0x45, 0, 0, 0, 0, 1, 0, 0, 64, proto, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]
+    h.withUnsafeMutableBytes { p in
+        writeU16(p, 2, UInt16(truncatingIfNeeded: 20 + payload.count))
+        IPv4Header.fixChecksum(p, headerLength: 20)
+    }
     return h + payload
+}
+
+/// Opens `wire` with the inbound database; the opened packet, or nil.
+func openInbound(_ wire: [UInt8], _ ctx: ProcessingContext) -> [UInt8]? {
+    guard (try? buffer.load(wire)) != nil else { return nil }
+    return PacketProcessor.process(&buffer, database: world.inbound, context: ctx) == .opened ? buffer.bytes : nil
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -81,20 +91,31 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         _ = PacketProcessor.process(&buffer, database: world.inbound, context: ctx)
     case 2:
         // A valid packet first: seal an inner UDP packet made of the input.
-        let inner = ipv4([0x13, 0x88, 0x00, 0x35, UInt8(truncatingIfNeeded: (8 + rest.count) >> 8), UInt8(truncatingIfNeeded: 8 + rest.count), 0, 0] + rest, proto: 17)
+        var udp: [UInt8] = [0x13, 0x88, 0x00, 0x35, 0, 0, 0, 0] + rest
+        udp.withUnsafeMutableBytes { writeU16($0, 4, UInt16(truncatingIfNeeded: $0.count)) }
+        let inner = ipv4(udp, proto: 17)
         guard (try? buffer.load(inner)) != nil,
               let h = try? buffer.withBytes({ (p) throws(DropReason) in try IPHeaderInfo.parse(p) }) else { return 0 }
         let sa = world.senders[pick]
         guard let r = try? ESP.seal(&buffer, header: h, sa: sa, context: ctx), r == .sealed else { return 0 }
-        var wire = buffer.bytes
+        let clean = buffer.bytes
+        let tunnel = sa.config.mode == .tunnel
+        var wire = clean
         if rest.count >= 4 {
             let at = (Int(rest[0]) << 8 | Int(rest[1])) % wire.count
             wire[at] ^= rest[2] | 1
             let cut = Int(rest[3]) % 4 == 0 ? (Int(rest[2]) % wire.count) : wire.count
             wire = Array(wire[0..<cut])
+            // The corrupted copy first: a failed ICV never moves the window, so the clean
+            // copy can still open after it.
+            if let opened = openInbound(wire, ctx) {
+                if tunnel { precondition(opened == inner, "a corrupted ESP packet opened into something else") }
+                else { precondition(opened[20...] == inner[20...], "a corrupted ESP packet opened into another payload") }
+                return 0 // its sequence number is taken now
+            }
         }
-        guard (try? buffer.load(wire)) != nil else { return 0 }
-        _ = PacketProcessor.process(&buffer, database: world.inbound, context: ctx)
+        guard let opened = openInbound(clean, ctx) else { preconditionFailure("a packet sealed validly did not open") }
+        precondition(opened == inner, "the round trip changed the packet")
     case 4:
         guard (try? buffer.load(rest)) != nil else { return 0 }
         var emitted = 0
@@ -125,19 +146,19 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         var plain = rest
         while (plain.count) % p.alignment != 0 { plain.append(0) }
         if plain.isEmpty { return 0 }
-        seqCounter &+= 1
-        let seq = UInt32(truncatingIfNeeded: seqCounter)
-        var esp: [UInt8] = [0, 0, 1, UInt8(pick)] + [UInt8(truncatingIfNeeded: seq >> 24), UInt8(truncatingIfNeeded: seq >> 16),
-                                                   UInt8(truncatingIfNeeded: seq >> 8), UInt8(truncatingIfNeeded: seq)]
-        esp += [UInt8](repeating: 7, count: ivLen) + plain + [UInt8](repeating: 0, count: 16)
+        guard let seq = try? world.senders[pick].takeSequence() else { return 0 }
+        var esp: [UInt8] = [UInt8](repeating: 0, count: 8) + [UInt8](repeating: 7, count: ivLen) + plain + [UInt8](repeating: 0, count: 16)
+        esp.withUnsafeMutableBytes { e in
+            writeU32(e, 0, 0x100 + UInt32(pick))
+            writeU32(e, 4, UInt32(truncatingIfNeeded: seq))
+        }
         let esn = pick % 3 == 0
         let ok: Bool = esp.withUnsafeMutableBytes { e in
-            (try? world.transforms[pick].seal(esp: e, payloadOffset: 8 + ivLen, payloadLength: plain.count, seqHigh: esn ? 0 : nil)) != nil
+            (try? world.transforms[pick].seal(esp: e, payloadOffset: 8 + ivLen, payloadLength: plain.count,
+                                              seqHigh: esn ? UInt32(truncatingIfNeeded: seq >> 32) : nil)) != nil
         }
         guard ok, (try? buffer.load(ipv4(esp, proto: 50))) != nil else { return 0 }
         _ = PacketProcessor.process(&buffer, database: world.inbound, context: ctx)
     }
     return 0
 }
-
-nonisolated(unsafe) var seqCounter: UInt64 = 0

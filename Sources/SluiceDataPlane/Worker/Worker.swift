@@ -229,7 +229,12 @@ public final class Worker: @unchecked Sendable {
         if nfq == nil && io.keepLastTrain { capturedRaw += batch.packets() }
         let sent = fd >= 0 ? batch.send(fd: fd) : (nfq == nil ? batch.count : 0)
         stats.injected.add(UInt64(sent))
-        if sent < batch.count { stats.injectErrors.add(UInt64(batch.count - sent)) }
+        if sent < batch.count {
+            // What the kernel did not take is lost: a drop with its reason, as every drop.
+            let refused = UInt64(batch.count - sent)
+            stats.injectErrors.add(refused)
+            stats.drop(.injectFailed, count: refused)
+        }
         batch.clear()
     }
 
@@ -356,7 +361,7 @@ public final class Worker: @unchecked Sendable {
         let batch = (p.first ?? 0) >> 4 == 6 ? rawOut.1 : rawOut.0
         if !batch.add(p) {
             flushRaw()
-            if !batch.add(p) { stats.injectErrors.add() }
+            if !batch.add(p) { stats.injectErrors.add(); stats.drop(.injectFailed) } // larger than a batch slot
         }
     }
 
