@@ -102,19 +102,24 @@ func workerBench(threads: Int, seconds: Double, proposal: Proposal, size: Int) t
     let holder = DatabaseHolder(sender)
     let batch = 32
     let packets = (0..<batch).map { _ in ipv4UDP(size: size - 28) }
-    let workers = (0..<threads).map { Worker(index: $0, queue: nil, queueNumber: UInt16($0), holder: holder, markShift: 16, passthrough: false, batch: batch) }
+    let ios = (0..<threads).map { i -> MemoryIO in
+        let io = MemoryIO()
+        io.record = false
+        io.cycle = true
+        io.enqueue(packets, queue: UInt16(i))
+        return io
+    }
+    let workers = (0..<threads).map { Worker(index: $0, io: ios[$0], queueNumber: UInt16($0), holder: holder, markShift: 16, passthrough: false, batch: batch) }
     let counts = (0..<threads).map { _ in Counter() }
     let group = DispatchGroup()
     let start = now()
     for (i, w) in workers.enumerated() {
-        let n = w.loadFakeBatch(packets)
         group.enter()
         let counter = counts[i]
         Thread {
             var done = 0
             while now() - start < seconds {
-                for _ in 0..<64 { w.processBatch(count: n) }
-                done += 64 * n
+                for _ in 0..<64 { done += w.runOnce() }
             }
             counter.store(UInt64(done))
             group.leave()
@@ -153,7 +158,14 @@ func openBench(threads: Int, seconds: Double, proposal: Proposal, size: Int, mar
             return buf.bytes
         }
     }
-    let workers = (0..<threads).map { Worker(index: $0, queue: nil, queueNumber: UInt16($0), holder: manager, markShift: 16, passthrough: false, batch: batch) }
+    let ios = (0..<threads).map { i -> MemoryIO in
+        let io = MemoryIO()
+        io.record = false
+        io.cycle = true
+        for batch in pool { io.enqueue(batch, queue: UInt16(i), hook: 0) }
+        return io
+    }
+    let workers = (0..<threads).map { Worker(index: $0, io: ios[$0], queueNumber: UInt16($0), holder: manager, markShift: 16, passthrough: false, batch: batch) }
     let counts = (0..<threads).map { _ in Counter() }
     let group = DispatchGroup()
     let start = now()
@@ -161,12 +173,9 @@ func openBench(threads: Int, seconds: Double, proposal: Proposal, size: Int, mar
         group.enter()
         let counter = counts[i]
         Thread {
-            var done = 0, lap = 0
+            var done = 0
             while now() - start < seconds {
-                let n = w.loadFakeBatch(pool[lap % pool.count], hook: 0)
-                w.processBatch(count: n)
-                done += n
-                lap += 1
+                for _ in 0..<64 { done += w.runOnce() }
             }
             counter.store(UInt64(done))
             group.leave()

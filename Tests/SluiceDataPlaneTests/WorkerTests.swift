@@ -63,12 +63,12 @@ struct WorkerTests {
         let (_, db) = try outboundTunnel(before: [
             Policy(direction: .outbound, selector: TrafficSelector(dst: IPPrefix("203.0.113.66/32")), action: .discard),
         ])
-        let w = Worker(index: 0, queue: nil, queueNumber: 3, holder: DatabaseHolder(db), markShift: 16, passthrough: false)
-        w.io.keepLastTrain = true
+        let io = MemoryIO()
+        let w = Worker(index: 0, io: io, queueNumber: 3, holder: DatabaseHolder(db), markShift: 16, passthrough: false)
         let packets = [udp(1, dst: "203.0.113.9"), udp(100, dst: "203.0.113.66"), udp(1373, dst: "203.0.113.10"), [0x45, 0, 0]]
-        let n = w.loadFakeBatch(packets)
-        w.processBatch(count: n)
-        let v = decode(w.io.lastTrain)
+        io.enqueue(packets, queue: 3)
+        #expect(w.runOnce() == 4)
+        let v = decode(io.lastTrain)
         #expect(v.map(\.id) == [1, 2, 3, 4], "every packet gets exactly one verdict, in order")
         #expect(v.map(\.verdict) == [1, 0, 1, 0])
         #expect(v[0].mark == 0x0080_0000 && v[2].mark == 0x0080_0000, "processed bit set on accept")
@@ -87,18 +87,19 @@ struct WorkerTests {
     @Test("passthrough accepts unchanged, without a payload")
     func passthrough() throws {
         let db = try SecurityDatabase(policies: [], associations: [])
-        let w = Worker(index: 0, queue: nil, holder: DatabaseHolder(db), markShift: 8, passthrough: true)
-        w.io.keepLastTrain = true
-        w.processBatch(count: w.loadFakeBatch([udp(10, dst: "203.0.113.1")]))
-        let v = decode(w.io.lastTrain)
+        let io = MemoryIO()
+        let w = Worker(index: 0, io: io, queueNumber: 0, holder: DatabaseHolder(db), markShift: 8, passthrough: true)
+        io.enqueue([udp(10, dst: "203.0.113.1")], queue: 0)
+        w.runOnce()
+        let v = decode(io.lastTrain)
         #expect(v.count == 1 && v[0].verdict == 1 && v[0].payload == nil && v[0].mark == 0x8000)
     }
 
     @Test("a whole TCP packet from the GSO twin: ESP segments on the raw socket, DROP on the twin queue")
     func wholePacket() throws {
         let (sa, db) = try outboundTunnel()
-        let w = Worker(index: 0, queue: nil, queueNumber: 3, holder: DatabaseHolder(db), markShift: 16, passthrough: false)
-        w.io.keepLastTrain = true
+        let io = MemoryIO()
+        let w = Worker(index: 0, io: io, queueNumber: 3, holder: DatabaseHolder(db), markShift: 16, passthrough: false)
         let hints = MSSHints()
         w.mssHints = hints
         let flow = MSSHints.Flow(src: IPAddress("198.51.100.7")!, dst: IPAddress("203.0.113.9")!, srcPort: 1, dstPort: 2)
@@ -111,13 +112,13 @@ struct WorkerTests {
         p += (0..<20_000).map { UInt8(truncatingIfNeeded: $0) }
         p.withUnsafeMutableBytes { IPv4Header.fixChecksum($0, headerLength: 20) }
         let gso = UInt32(SLUICE_NFQ_SKB_GSO | SLUICE_NFQ_SKB_CSUM_NOTREADY)
-        let n = w.loadFakeBatch([p], queue: 5, skbInfo: gso)
-        w.processBatch(count: n)
-        let v = decode(w.io.lastTrain)
+        io.enqueue([p], queue: 5, skbInfo: gso)
+        w.runOnce()
+        let v = decode(io.lastTrain)
         #expect(v.count == 1 && v[0].queue == 5 && v[0].verdict == 0 && v[0].payload == nil,
                 "the original is dropped on the queue it came from")
-        #expect(w.capturedRaw.count == 15, "20 000 bytes at 1400 per segment")
-        for esp in w.capturedRaw {
+        #expect(io.raw.count == 15, "20 000 bytes at 1400 per segment")
+        for esp in io.raw {
             let h = try parse(esp)
             #expect(h.proto == IPProto.esp && h.totalLength == esp.count && esp.count <= 1500)
         }

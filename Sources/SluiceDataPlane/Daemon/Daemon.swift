@@ -32,6 +32,8 @@ public final class Daemon: @unchecked Sendable {
     let state: Mutex<State>
     var created = Firewall.Created()
     var workers: [Worker] = []
+    /// The workers' NFQUEUE bindings, unbound at stop.
+    var queues: [NFQueue] = []
     /// SAs and policies: the one place that changes them (reload now, IKE next).
     let manager: SAManager
     let writer = BackgroundWriter()
@@ -107,32 +109,17 @@ public final class Daemon: @unchecked Sendable {
         opts.receiveBuffer = config.receiveBuffer
         opts.maxLength = UInt32(config.queueMaxLen)
         opts.failOpen = config.fail == .open
-        for i in 0..<config.queues {
-            let q = UInt16(config.queueBase + i)
-            let twin = config.gso ? UInt16(config.queueBase + config.queues + i) : nil
-            do {
-                let nfq = try NFQueue(queue: q, gsoQueue: twin, options: opts)
-                let w = Worker(index: i, queue: nfq, holder: manager, markShift: config.markShift,
-                               passthrough: config.passthrough, batch: config.batch)
-                let log = logger
-                w.busyPollNanos = UInt64(config.busyPollMicros) * 1000
-                w.mssHints = mssHints
-                if config.gso {
-                    if localAddresses == nil { localAddresses = LocalAddresses() }
-                    w.localAddresses = localAddresses
-                }
-                w.onVerdictError = { code in log.debug("kernel refused a verdict on queue \(q): \(Errno(code))") }
-                workers.append(w)
-            } catch {
-                throw DaemonError("\(error)")
-            }
-        }
         // Raw sockets (CAP_NET_RAW) send what the kernel cannot take back in a verdict:
         // family-changing tunnel packets and IPv4 ESP sealed for forwarded traffic. Opened
         // whatever the config holds now, since a reload may add the first outbound SA.
         let mark = RulesetBuilder.verdictMark(original: 0, shift: config.markShift)
         let needed = config.associations.contains { $0.config.direction == .outbound }
-        for w in workers {
+        for i in 0..<config.queues {
+            let q = UInt16(config.queueBase + i)
+            let twin = config.gso ? UInt16(config.queueBase + config.queues + i) : nil
+            let nfq: NFQueue
+            do { nfq = try NFQueue(queue: q, gsoQueue: twin, options: opts) } catch { throw DaemonError("\(error)") }
+            queues.append(nfq)
             let r4 = sluice_raw_open(4, mark), r6 = sluice_raw_open(6, mark)
             if r4 < 0 || r6 < 0 {
                 let why = Errno(-min(r4, r6))
@@ -140,10 +127,22 @@ public final class Daemon: @unchecked Sendable {
                     // Every sealed TCP segment leaves on these sockets: without them TCP would stop.
                     throw DaemonError("cannot open raw sockets (\(why)): they need CAP_NET_RAW; gso = true sends sealed TCP segments on them (set gso = false to run without)")
                 }
-                let message: Logger.Message = "cannot open raw sockets (\(why)): forwarded IPv4 and 4-in-6/6-in-4 tunnel packets will fail as inject errors"
-                if needed { logger.warning(message) } else { logger.debug(message) }
+                if i == 0 {
+                    let message: Logger.Message = "cannot open raw sockets (\(why)): forwarded IPv4 and 4-in-6/6-in-4 tunnel packets will fail as inject errors"
+                    if needed { logger.warning(message) } else { logger.debug(message) }
+                }
             }
-            w.rawSockets = (r4, r6)
+            let w = Worker(index: i, io: KernelIO(queueSocket: nfq.fd, raw4: r4, raw6: r6), queueNumber: q, holder: manager,
+                           markShift: config.markShift, passthrough: config.passthrough, batch: config.batch)
+            let log = logger
+            w.busyPollNanos = UInt64(config.busyPollMicros) * 1000
+            w.mssHints = mssHints
+            if config.gso {
+                if localAddresses == nil { localAddresses = LocalAddresses() }
+                w.localAddresses = localAddresses
+            }
+            w.onVerdictError = { code in log.debug("kernel refused a verdict on queue \(q): \(Errno(code))") }
+            workers.append(w)
         }
         writer.start()
         let group = DispatchGroup()
@@ -227,7 +226,7 @@ public final class Daemon: @unchecked Sendable {
         eventsRunning.clear()
         eventSignal.signal()
         if group.wait(timeout: .now() + 5) == .timedOut { logger.warning("workers did not stop within 5 s") }
-        for w in workers { w.nfq?.unbind() }
+        for q in queues { q.unbind() }
         // No worker runs now: the exact replay marks, so a restart refuses replays and loses nothing.
         writer.stop()
         for failure in manager.persistOnStop() { logger.error("replay mark not written at stop: \(failure)") }
