@@ -7,7 +7,8 @@
 public enum ESP {
     public enum SealResult: Equatable, Sendable {
         case sealed
-        /// Would exceed the path MTU with DF: the largest inner packet that fits.
+        /// Would exceed the path MTU with DF: the largest inner packet that fits. Tunnel
+        /// mode only, or beyond 64 KB: transport mode leaves the MTU to the kernel's route.
         case tooBig(innerMTU: Int)
     }
 
@@ -56,12 +57,14 @@ public enum ESP {
         let total = outerLen + udpLen + espHeader + plainLen + trailer + icv
 
         if total > c.mtu || total > PacketBuffer.maxPacket {
-            let innerDF: Bool
-            if tunnel {
-                innerDF = h.family == .v6 || c.dfPolicy == .set || (c.dfPolicy == .copy && h.dontFragment)
-            } else {
-                innerDF = h.family == .v6 || h.dontFragment
-            }
+            // Tunnel mode: a DF inner packet that no longer fits gets "too big" (it concerns
+            // the inner destination, another host). Transport mode never does: the inner
+            // destination IS the outer one, so that ICMP would lower the kernel's path MTU
+            // towards the peer below what the ESP itself needs: a black hole. There the
+            // kernel's route decides: IPv4 leaves without DF (see below) and is fragmented to
+            // the route's MTU; IPv6 is sent whole when it fits the route (the kernel refuses
+            // what does not, as it would any oversize packet of the connection).
+            let innerDF = tunnel && (h.family == .v6 || c.dfPolicy == .set || (c.dfPolicy == .copy && h.dontFragment))
             if innerDF || total > PacketBuffer.maxPacket {
                 return .tooBig(innerMTU: max(0, maxInnerLength(sa: sa, header: h)))
             }
@@ -101,6 +104,15 @@ public enum ESP {
             if tunnel {
                 writeOuterHeader(p, sa: sa, inner: h, totalLength: total, ipID: ipID, udp: udpLen > 0)
             } else if h.family == .v4 {
+                // Transport mode: ESP makes the packet larger than the path MTU the sender
+                // sized it for, so with DF the kernel could refuse it. Without DF it may fragment,
+                // which needs an ID unique among our fragmentable packets (RFC 6864): a DF
+                // packet's ID need not be, so it gets one, as in tunnel mode.
+                let frag = readU16(UnsafeRawBufferPointer(p), 6)
+                if frag & 0x4000 != 0 {
+                    writeU16(p, 6, frag & ~0x4000)
+                    writeU16(p, 4, ipID)
+                }
                 p[h.protoFieldOffset] = udpLen > 0 ? IPProto.udp : IPProto.esp
                 writeU16(p, 2, UInt16(total))
                 IPv4Header.fixChecksum(p, headerLength: outerLen)

@@ -58,6 +58,9 @@ public enum PacketProcessor {
                 switch try ESP.seal(&buf, header: h, sa: sa, context: context) {
                 case .sealed: return .sealed
                 case let .tooBig(innerMTU):
+                    // Transport mode: the inner destination is the outer one, so an ICMP "too
+                    // big" to our own stack would shrink the very path the ESP takes.
+                    if sa.config.mode == .transport { return .drop(.tooBig) }
                     if try ICMPError.makePacketTooBig(&buf, header: h, mtu: innerMTU, source: sa.config.local) {
                         return .icmpError(.tooBig)
                     }
