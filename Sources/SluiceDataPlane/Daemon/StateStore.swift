@@ -117,8 +117,8 @@ public struct StoreError: Error, CustomStringConvertible {
 public final class BackgroundWriter: DeferredWriter, @unchecked Sendable {
     struct Pending { var order: [SAStateKey] = []; var jobs: [SAStateKey: @Sendable () -> Void] = [:]; var running = true }
     let pending = Mutex<Pending>(Pending())
-    let ready = DispatchSemaphoreLite()
-    let finished = DispatchSemaphoreLite()
+    let ready = DispatchSemaphore(value: 0)
+    let finished = DispatchSemaphore(value: 0)
     var started = false
 
     public init() {}
@@ -161,23 +161,5 @@ public final class BackgroundWriter: DeferredWriter, @unchecked Sendable {
             let key = p.order.removeFirst()
             return p.jobs.removeValue(forKey: key)
         }
-    }
-}
-
-/// A counting semaphore on a pthread mutex and condition (Foundation-free).
-final class DispatchSemaphoreLite: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    private var count = 0
-    init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
-    deinit { pthread_cond_destroy(&cond); pthread_mutex_destroy(&mutex) }
-    func signal() {
-        pthread_mutex_lock(&mutex); count += 1; pthread_cond_signal(&cond); pthread_mutex_unlock(&mutex)
-    }
-    func wait() {
-        pthread_mutex_lock(&mutex)
-        while count == 0 { pthread_cond_wait(&cond, &mutex) }
-        count = 0
-        pthread_mutex_unlock(&mutex)
     }
 }
