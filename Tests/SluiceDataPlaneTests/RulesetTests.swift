@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SluiceConfig
 @testable import SluiceCore
@@ -230,5 +231,24 @@ struct KernelQueueTests {
         #expect(q.count == 2)
         #expect(q[0] == KernelQueue(queue: 0, portID: 12345, waiting: 3, copyMode: 2, copyRange: 65531, queueDropped: 7, userDropped: 9, idSequence: 100))
         #expect(q[1].portID == 4_036_243_233)
+    }
+
+    @Test("the xt NFQUEUE rules depend only on settings that need a restart, so a reload may leave them alone")
+    func xtRulesOnlyFromRestartSettings() throws {
+        let base = try ConfigLoader.parse(RulesetTests.config, path: "t.toml")
+        let fewer = try ConfigLoader.parse(RulesetTests.config + """
+
+            [[policy]]
+            direction = "out"
+            dst = "198.51.100.0/24"
+            action = "discard"
+            """, path: "t.toml")
+        func xt(_ c: SluiceConfiguration) -> [String] { RulesetBuilder(config: c, backend: .xtables).xtRules().map { "\($0)" } }
+        #expect(!xt(base).isEmpty)
+        #expect(xt(base) == xt(fewer), "policies changed, xt rules did not")
+        #expect(fewer.restartRequired(comparedTo: base).isEmpty)
+        let moreQueues = try ConfigLoader.parse(RulesetTests.config.replacingOccurrences(of: "queues = 2", with: "queues = 3"), path: "t.toml")
+        #expect(xt(moreQueues) != xt(base))
+        #expect(!moreQueues.restartRequired(comparedTo: base).isEmpty, "what changes the xt rules needs a restart")
     }
 }

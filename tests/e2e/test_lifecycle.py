@@ -410,3 +410,35 @@ def test_udp_port_policies_that_check_accepts_also_start(lab):
     assert daemons["b"].sa("a-to-b")["packets"] == 3 and daemons["a"].sa("b-to-a")["packets"] == 3, \
         "requests and answers must have gone through the SAs"
     assert clear_packets_between(pcap, {"198.51.100.1", "203.0.113.1"}) == [], "UDP 5301 must not cross in clear"
+
+
+# F. hard lifetime: the SA goes, its traffic is dropped and counted, never sent in clear
+
+def test_hard_lifetime_removes_the_sa_and_its_traffic_never_leaves_in_clear(lab):
+    a, b = two_hosts(lab)
+    inner_on_loopback(lab, a, b, "192.0.2.1", "192.0.2.2", "198.51.100.1/32", "203.0.113.1/32")
+    pair = SAPair("tunnel", "aes128gcm16", "192.0.2.1", "192.0.2.2", "198.51.100.0/24", "203.0.113.0/24",
+                  extra="hard_packets = 5\n")
+    da = Daemon(lab, a, "a", pair.config("a", "@HEADER@")).start()
+    Daemon(lab, b, "b", pair.config("b", "@HEADER@")).start()
+    cap = lab.capture(b, "vb", "wire")
+    lab.ping(a, "203.0.113.1", count=8, src="198.51.100.1", check=False)
+    deadline = time.time() + 5      # the event thread removes the SA (it wakes at once, or within 1 s)
+    while time.time() < deadline and any(s["name"] == "a-to-b" for s in da.stats()["associations"]):
+        time.sleep(0.1)
+    assert not any(s["name"] == "a-to-b" for s in da.stats()["associations"]), "a hard-expired SA is removed"
+    lab.ping(a, "203.0.113.1", count=3, src="198.51.100.1", check=False)
+    pcap = cap.stop()
+    assert clear_packets_between(pcap, {"198.51.100.1", "203.0.113.1"}) == [], "nothing of the SA's traffic in clear"
+    sent = [s for spi, s in esp_sequence_numbers(pcap) if spi == pair.spi_ab]
+    assert len(sent) == 4, f"4 packets fit the hard limit of 5 (the 5th reaches it): {sent}"
+    drops = da.drops()
+    assert drops.get("no_sa", 0) >= 3, f"traffic after the removal is counted as no_sa: {drops}"
+    log = da.log.read_text()
+    assert "SA a-to-b: hard lifetime (packets) reached; SA removed" in log, log[-1500:]
+    # A reload with the same key does not bring the expired key back.
+    offset = log_size(da)
+    da.signal(signal.SIGHUP)
+    new = wait_reload(da, offset)
+    assert "reloaded" in new and "SA a-to-b: not installed, its key reached the hard lifetime" in new, new
+    assert not any(s["name"] == "a-to-b" for s in da.stats()["associations"])

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Runs nft and iptables-nft. All rule changes go through here.
 public struct Firewall: Sendable {
@@ -19,6 +20,9 @@ public struct Firewall: Sendable {
         return searchPath.map { "\($0)/\(tool)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
+    /// Runs a tool to completion. Input is written, and stdout and stderr are read, at the
+    /// same time: a tool that exits without reading its input (EPIPE, a counted failure
+    /// here, never a crash) or writes a lot to both streams cannot stall or kill us.
     public static func run(_ tool: String, _ args: [String], input: String? = nil) throws -> CommandResult {
         guard let exe = find(tool) else { throw Failure(description: "\(tool) is not installed (looked in \(searchPath.joined(separator: ":")))") }
         let p = Process()
@@ -29,11 +33,20 @@ public struct Firewall: Sendable {
         p.standardError = err
         p.standardInput = inp
         try p.run()
-        if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
-        try? inp.fileHandleForWriting.close()
+        let done = DispatchGroup()
+        let collected = Mutex<(Data, Data)>((Data(), Data()))
+        DispatchQueue.global().async(group: done) {
+            if let input { try? inp.fileHandleForWriting.write(contentsOf: Data(input.utf8)) }
+            try? inp.fileHandleForWriting.close()
+        }
+        DispatchQueue.global().async(group: done) {
+            let e = err.fileHandleForReading.readDataToEndOfFile()
+            collected.withLock { $0.1 = e }
+        }
         let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
+        done.wait()
         p.waitUntilExit()
+        let e = collected.withLock { $0.1 }
         return CommandResult(status: p.terminationStatus, output: String(decoding: o, as: UTF8.self),
                              error: String(decoding: e, as: UTF8.self))
     }
@@ -70,10 +83,13 @@ public struct Firewall: Sendable {
     static func family(_ tool: String) -> String { tool.hasPrefix("ip6") ? "ip6" : "ip" }
 
     /// Installs (or atomically replaces) table inet sluice, plus the xt rules if needed.
+    /// A reload leaves the xt rules alone: they depend only on settings that need a restart
+    /// (queues, queue_base, mark_shift, fail, gso), and checking each one costs a process
+    /// (about 2.5 s in all); if someone removed them, the guard chains keep it fail-closed.
     @discardableResult
     public static func install(_ b: RulesetBuilder, reload: Bool = false) throws -> Created {
         var created = Created()
-        if b.backend == .xtables {
+        if b.backend == .xtables && !reload {
             for r in b.xtRules() where !created.tables.contains(where: { $0.family == family(r.tool) && $0.table == r.table }) {
                 let exists = try run("nft", ["list", "table", family(r.tool), r.table])
                 if exists.status != 0 { created.tables.append((family(r.tool), r.table)) }
