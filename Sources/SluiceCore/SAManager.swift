@@ -182,6 +182,9 @@ public final class SAManager: Sendable {
         /// Names of SAs the plan leaves out because their key expired.
         public let skippedExpired: [String]
         public let added: [String], changed: [String], kept: [String], removed: [String]
+        /// Every policy and SA once committed, every owner's: what the nftables rules must carry.
+        public internal(set) var policiesAfter: [Policy] = []
+        public internal(set) var associationsAfter: [SAConfig] = []
     }
 
     /// Builds the owner's new SAs (continuing state where keys are unchanged; SAs whose
@@ -208,9 +211,12 @@ public final class SAManager: Sendable {
             }
             let names = Set(associations.map(\.name))
             let removed = st.sas.filter { $0.owner == owner && !names.contains($0.sa.name) }.map(\.sa.name)
-            let plan = Plan(owner: owner, settings: settings ?? st.settings, sas: sas, policies: policies,
+            var plan = Plan(owner: owner, settings: settings ?? st.settings, sas: sas, policies: policies,
                             skippedExpired: skipped, added: added, changed: changed, kept: kept, removed: removed)
-            _ = try buildDatabase(applying(plan, to: st))
+            let after = applying(plan, to: st)
+            _ = try buildDatabase(after)
+            plan.policiesAfter = after.policies.map(\.policy)
+            plan.associationsAfter = after.sas.map(\.sa.config)
             return plan
         }
     }

@@ -249,6 +249,23 @@ struct SAManagerTests {
         #expect(Set(all).count == all.count, "a sequence number was sent twice")
     }
 
+    @Test("a reload replaces only the config's entries; runtime ones stay, after the config's, and the plan lists them all")
+    func ownersAndPlanContents() throws {
+        let m = SAManager(settings: .init())
+        try m.install(Fixture.sa("ike", .outbound, spi: 0x3003), owner: .runtime("ike"))
+        _ = try m.addPolicy(outPolicy(["ike"]), owner: .runtime("ike"))
+        let plan = try m.prepare(associations: [Fixture.sa("o", .outbound)], policies: [outPolicy(["o"])])
+        #expect(plan.policiesAfter.map(\.action) == [.protect(sa: "o"), .protect(sa: "ike")])
+        #expect(Set(plan.associationsAfter.map(\.name)) == ["o", "ike"])
+        m.commit(plan)
+        #expect(m.database.outbound.count == 2)
+        #expect(throws: SAManager.ManagerError.duplicateName("ike")) {
+            try m.prepare(associations: [Fixture.sa("ike", .outbound)], policies: [])
+        }
+        m.commit(try m.prepare(associations: [], policies: []))
+        #expect(m.database.associations.map(\.name) == ["ike"], "a reload that drops every config entry keeps the runtime ones")
+    }
+
     @Test("the event queue never blocks: bounded, merges duplicates, counts what it drops")
     func eventQueue() {
         let q = EventQueue(capacity: 2)

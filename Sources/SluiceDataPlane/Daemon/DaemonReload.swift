@@ -37,7 +37,9 @@ extension Daemon {
                 logger.error("reload refused, keeping the running configuration: \(error)")
                 return
             }
-            let nextBuilder = RulesetBuilder(config: next, backend: running.builder.backend)
+            // Rules for everything the manager will hold, not only the file's entries.
+            let nextBuilder = RulesetBuilder(config: next, policies: plan.policiesAfter, associations: plan.associationsAfter,
+                                             backend: running.builder.backend)
             if nextBuilder.nftScript() != running.builder.nftScript() {
                 do { try Firewall.install(nextBuilder, reload: true) } catch {
                     logger.error("reload failed, keeping the running configuration (SAs, policies and rules unchanged): \(error)")

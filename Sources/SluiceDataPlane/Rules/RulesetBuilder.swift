@@ -31,14 +31,25 @@ public enum QueueBackend: String, Sendable {
 /// ("processed") is set in every verdict, so nothing is queued twice; bits 0-6 carry
 /// queue+1 between classification and the xtables NFQUEUE rule.
 public struct RulesetBuilder: Sendable {
+    /// Settings (queues, marks, defaults, fail mode, ...) come from the config file.
     public let config: SluiceConfiguration
+    /// The SPD and SAD the rules are compiled from: the config's, or the SA manager's whole
+    /// set (config and runtime entries) in the daemon.
+    public let policies: [Policy]
+    public let associations: [SAConfig]
     public let backend: QueueBackend
 
     public static let tableName = "sluice"
     public static let iptablesComment = "sluice"
 
     public init(config: SluiceConfiguration, backend: QueueBackend) {
+        self.init(config: config, policies: config.policies, associations: config.associations.map(\.config), backend: backend)
+    }
+
+    public init(config: SluiceConfiguration, policies: [Policy], associations: [SAConfig], backend: QueueBackend) {
         self.config = config
+        self.policies = policies
+        self.associations = associations
         self.backend = backend
     }
 
@@ -168,7 +179,7 @@ public struct RulesetBuilder: Sendable {
     /// the policy's SAs. None when the selector cannot match TCP (another protocol).
     func mssClampRules(_ selector: TrafficSelector, sas names: [String]) -> [String] {
         guard selector.proto == nil || selector.proto == 6 else { return [] }
-        let sas = config.associations.map(\.config).filter { names.contains($0.name) }
+        let sas = associations.filter { names.contains($0.name) }
         guard !sas.isEmpty else { return [] }
         let m = RulesetBuilder.match(selector)
         return (selector.family.map { [$0] } ?? [.v4, .v6]).map { fam in
@@ -199,13 +210,13 @@ public struct RulesetBuilder: Sendable {
         out.append("table inet \(t) {")
 
         // Inbound ESP.
-        let inbound = config.associations.filter { $0.config.direction == .inbound }
+        let inbound = associations.filter { $0.direction == .inbound }
         var locals4: [String] = [], locals6: [String] = []
         for sa in inbound {
-            let a = sa.config.local.description
-            if sa.config.local.family == .v4 { if !locals4.contains(a) { locals4.append(a) } } else if !locals6.contains(a) { locals6.append(a) }
+            let a = sa.local.description
+            if sa.local.family == .v4 { if !locals4.contains(a) { locals4.append(a) } } else if !locals6.contains(a) { locals6.append(a) }
         }
-        let natT = inbound.contains { $0.config.udpEncapsulation }
+        let natT = inbound.contains { $0.udpEncapsulation }
         out.append("\tchain esp_in {")
         out.append("\t\ttype filter hook prerouting priority raw - 1; policy accept;")
         out.append("\t\tmeta mark & \(P) == \(P) return")
@@ -230,7 +241,7 @@ public struct RulesetBuilder: Sendable {
         out.append("\t\tmeta l4proto esp return")
         out.append("\t\tudp dport { 500, 4500 } return")
         out.append("\t\t\(RulesetBuilder.ndExemption)")
-        for p in config.policies where p.direction == .inbound {
+        for p in policies where p.direction == .inbound {
             let m = RulesetBuilder.match(p.selector)
             let sel = m.isEmpty ? "" : m + " "
             switch p.action {
@@ -255,7 +266,7 @@ public struct RulesetBuilder: Sendable {
             out.append("\t\tmeta l4proto esp return")
             out.append("\t\tudp sport { 500, 4500 } udp dport { 500, 4500 } return")
             out.append("\t\t\(RulesetBuilder.ndExemption)")
-            for p in config.policies where p.direction == .outbound {
+            for p in policies where p.direction == .outbound {
                 let m = RulesetBuilder.match(p.selector)
                 let sel = m.isEmpty ? "" : m + " "
                 switch p.action {
