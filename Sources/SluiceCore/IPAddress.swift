@@ -82,17 +82,6 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible, Comparable
         return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// One's-complement partial sum of the address, for pseudo-header checksums.
-    var checksumPartial: UInt32 {
-        var s: UInt32 = 0
-        if family == .v6 {
-            for shift in stride(from: 48, through: 0, by: -16) { s &+= UInt32(truncatingIfNeeded: (high >> UInt64(shift)) & 0xFFFF) }
-        }
-        let lowWords = family == .v6 ? 4 : 2
-        for i in 0..<lowWords { s &+= UInt32(truncatingIfNeeded: (low >> UInt64(16 * (lowWords - 1 - i))) & 0xFFFF) }
-        return s
-    }
-
     public static func < (a: IPAddress, b: IPAddress) -> Bool {
         if a.family != b.family { return a.family == .v4 }
         return (a.high, a.low) < (b.high, b.low)
