@@ -59,6 +59,7 @@ public final class KernelIO: PacketIO {
 public final class MemoryIO: PacketIO {
     private var pending: [[[UInt8]]] = []
     private var cursor = 0
+    private weak var lastFilled: QueueBuffers?
     /// Deliver the queued batches round and round (benchmarks: no allocation per batch).
     public var cycle = false
     /// Keep what is sent (tests); benchmarks turn it off so memory stays flat.
@@ -97,8 +98,13 @@ public final class MemoryIO: PacketIO {
         guard !pending.isEmpty else { return -Int(EAGAIN) }
         let batch: [[UInt8]]
         if cycle {
+            // One batch round and round: the slots still hold it (workers copy packets out,
+            // never write to the slots), so deliver it again without copying, like a
+            // preloaded queue.
+            if pending.count == 1 && cursor > 0 && b === lastFilled { return min(pending[0].count, b.slots) }
             batch = pending[cursor % pending.count]
             cursor += 1
+            lastFilled = b
         } else {
             batch = pending.removeFirst()
         }
