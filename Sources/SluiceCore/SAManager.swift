@@ -106,6 +106,7 @@ public final class SAManager: Sendable {
                 throw ManagerError.duplicateName(config.name)
             }
             let sa = try makeSA(config, state: &st)
+            pruneLive(&st)
             st.sas.removeAll { $0.sa.name == config.name }
             st.sas.append(SAEntry(sa: sa, owner: owner))
             if config.direction == .inbound { st.allocated.remove(config.spi) }
@@ -209,6 +210,7 @@ public final class SAManager: Sendable {
                 sas.append(try makeSA(c, state: &st))
                 (old == nil ? { added.append(c.name) } : { changed.append(c.name) })()
             }
+            pruneLive(&st)
             let names = Set(associations.map(\.name))
             let removed = st.sas.filter { $0.owner == owner && !names.contains($0.sa.name) }.map(\.sa.name)
             var plan = Plan(owner: owner, settings: settings ?? st.settings, sas: sas, policies: policies,
@@ -300,8 +302,12 @@ public final class SAManager: Sendable {
         slot.sequence = sa.sequence ?? slot.sequence
         slot.replay = sa.replay ?? slot.replay
         st.live[key] = slot
-        st.live = st.live.filter { $0.value.sequence != nil || $0.value.replay != nil }
         return sa
+    }
+
+    /// Forgets keys whose state no SA object uses any more (once per change, not per SA).
+    func pruneLive(_ st: inout State) {
+        st.live = st.live.filter { $0.value.sequence != nil || $0.value.replay != nil }
     }
 
     func buildDatabase(_ st: State) throws -> SecurityDatabase {
