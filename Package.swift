@@ -26,6 +26,8 @@ let package = Package(
         ),
         // The pure IPsec library: packets, ESP, SAD, SPD, anti-replay. No syscalls, no root.
         .target(name: "SluiceCore", dependencies: ["CSluiceCrypto"]),
+        // IKEv2 (RFC 7296): messages, crypto, IKE SA state machines. Pure: no sockets, no threads.
+        .target(name: "SluiceIKE", dependencies: ["SluiceCore", "CSluiceCrypto"]),
         // Config file reader (a TOML subset that keeps line numbers for errors).
         .target(name: "SluiceConfig", dependencies: ["SluiceCore"]),
         // NFQUEUE workers, nftables redirector, sequence state, control socket.
@@ -52,6 +54,7 @@ let package = Package(
             path: "Sources/SluiceBench"
         ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
+        .testTarget(name: "SluiceIKETests", dependencies: ["SluiceIKE", "SluiceCore"]),
         .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceCore"]),
         .testTarget(name: "SluiceDataPlaneTests", dependencies: ["SluiceDataPlane", "SluiceConfig", "SluiceCore"]),
     ]
