@@ -34,7 +34,7 @@ let package = Package(
         .target(
             name: "SluiceDataPlane",
             dependencies: [
-                "SluiceCore", "SluiceConfig", "CSluiceNetfilter",
+                "SluiceCore", "SluiceConfig", "SluiceIKE", "CSluiceNetfilter",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]

@@ -325,6 +325,17 @@ public final class SAManager: Sendable {
         published.withLock { $0 = db }
     }
 
+    /// Where a policy goes to come before every existing policy of `origin` in its direction
+    /// (a child's trap, or the SA a rekey replaces); nil when there is none (append).
+    public func firstPolicyIndex(origin: String, direction: Direction) -> Int? {
+        lock.withLock { st in st.policies.firstIndex { $0.policy.origin == origin && $0.policy.direction == direction } }
+    }
+
+    /// Every policy and SA of every owner, in order: what the nftables rules must carry.
+    public var entries: (policies: [Policy], associations: [SAConfig]) {
+        lock.withLock { st in (st.policies.map(\.policy), st.sas.map(\.sa.config)) }
+    }
+
     /// The installed SAs with who owns them (for listings).
     public var associations: [(sa: SecurityAssociation, owner: Owner)] {
         lock.withLock { st in st.sas.map { ($0.sa, $0.owner) } }

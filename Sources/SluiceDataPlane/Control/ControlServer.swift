@@ -15,10 +15,10 @@ public final class ControlServer: @unchecked Sendable {
     let path: String
     let fd: Int32
     let logger: Logger
-    let handler: @Sendable (String) -> [String: Any]?
+    let handler: @Sendable (String, [String: Any]) -> [String: Any]?
     let running = Atomic<Bool>(true)
 
-    public init(path: String, logger: Logger, handler: @escaping @Sendable (String) -> [String: Any]?) throws {
+    public init(path: String, logger: Logger, handler: @escaping @Sendable (String, [String: Any]) -> [String: Any]?) throws {
         self.path = path
         self.logger = logger
         self.handler = handler
@@ -99,7 +99,7 @@ public final class ControlServer: @unchecked Sendable {
         }
         guard let cmd = obj["command"] as? String else { return ["error": "missing \"command\""] }
         if cmd == "ping" { return ["version": ControlServer.protocolVersion, "pong": true] }
-        guard let result = handler(cmd) else { return ["error": "unknown command \"\(cmd)\" (try stats, ping)"] }
+        guard let result = handler(cmd, obj) else { return ["error": "unknown command \"\(cmd)\" (try stats, ping, list-sas, initiate, terminate, rekey)"] }
         return result
     }
 
@@ -164,7 +164,8 @@ public struct ControlError: Error, CustomStringConvertible {
 
 /// Client side, used by `sluice stats`.
 public enum ControlClient {
-    public static func request(path: String, command: String, timeoutSeconds: Int = 3) throws -> Data {
+    /// `arguments`: extra string fields of the request ({"child": "net"}).
+    public static func request(path: String, command: String, arguments: [String: String] = [:], timeoutSeconds: Int = 3) throws -> Data {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Errno(errno) }
         defer { close(fd) }
@@ -178,7 +179,12 @@ public enum ControlClient {
             ap.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard r == 0 else { throw Errno(errno) }
-        StreamSocket.sendAll(fd, Array("{\"version\":\(ControlServer.protocolVersion),\"command\":\"\(command)\"}\n".utf8))
+        var request: [String: Any] = arguments
+        request["version"] = ControlServer.protocolVersion
+        request["command"] = command
+        var line = (try? JSONSerialization.data(withJSONObject: request, options: [.sortedKeys])) ?? Data()
+        line.append(10)
+        StreamSocket.sendAll(fd, line)
         var out = Data()
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {

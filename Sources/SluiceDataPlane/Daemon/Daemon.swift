@@ -48,6 +48,11 @@ public final class Daemon: @unchecked Sendable {
     let reloadLock = Mutex<Void>(())
     /// Forced backend (tests and `--backend`), else detected.
     let forcedBackend: QueueBackend?
+    /// The IKE agent's thread, when the config has connections.
+    var ike: IKEService?
+    /// False until run() installed the first rules: runtime changes before that are
+    /// rendered by that first install.
+    let rulesLive = Atomic<Bool>(true)
 
     var config: SluiceConfiguration { state.withLock { $0.config } }
 
@@ -102,7 +107,11 @@ public final class Daemon: @unchecked Sendable {
             if b == .xtables { logger.notice("\(why)") }
         }
         let config = self.config
-        let builder = RulesetBuilder(config: config, backend: backend)
+        do { ike = try prepareIKE(config) } catch { throw DaemonError("\(error)") }
+        // Rules from everything the manager holds: the file's SAs and policies and the IKE
+        // children's trap policies, so no child's traffic leaves in clear from the first packet.
+        let entries = manager.entries
+        let builder = RulesetBuilder(config: config, policies: entries.policies, associations: entries.associations, backend: backend)
         state.withLock { $0.builder = builder }
 
         var opts = NFQueue.Options()
@@ -162,11 +171,17 @@ public final class Daemon: @unchecked Sendable {
             throw DaemonError("\(error)")
         }
 
+        rulesLive.store(true, ordering: .relaxed)
+        ike?.start()
+
         let control: ControlServer
         do {
-            control = try ControlServer(path: config.controlSocket, logger: logger) { [unowned self] cmd in self.control(cmd) }
+            control = try ControlServer(path: config.controlSocket, logger: logger) { [unowned self] cmd, request in
+                self.control(cmd) ?? self.ikeControl(cmd, request)
+            }
         } catch {
-            Firewall.remove(builder, logger: logger)
+            ike?.stop()
+            Firewall.remove(state.withLock { $0.builder }, logger: logger)
             workers.forEach { $0.stop() }
             throw DaemonError("\(error)")
         }
@@ -200,7 +215,8 @@ public final class Daemon: @unchecked Sendable {
         let watchdog = startWatchdog()
         localAddresses?.start()
         let mode = config.passthrough ? " in PASSTHROUGH mode (packets are queued and accepted unchanged)" : ""
-        logger.info("sluice running\(mode): \(config.queues) queue(s) from \(config.queueBase), backend \(backend.rawValue), \(config.associations.count) SA(s), \(config.policies.count) polic\(config.policies.count == 1 ? "y" : "ies"), control socket \(config.controlSocket)")
+        let ikeNote = config.connections.isEmpty ? "" : ", \(config.connections.count) IKE connection(s)"
+        logger.info("sluice running\(mode): \(config.queues) queue(s) from \(config.queueBase), backend \(backend.rawValue), \(config.associations.count) SA(s), \(config.policies.count) polic\(config.policies.count == 1 ? "y" : "ies")\(ikeNote), control socket \(config.controlSocket)")
         SystemdNotify.send("READY=1\nSTATUS=forwarding on \(config.queues) queue(s)\nMAINPID=\(getpid())")
 
         var sig: Int32 = 0
@@ -219,6 +235,8 @@ public final class Daemon: @unchecked Sendable {
         SystemdNotify.send("STOPPING=1")
         watchdog?.clear()
         localAddresses?.stop()
+        // Peers hear that our SAs go (one delete each) before the rules and SAs do.
+        ike?.stop()
         Firewall.remove(state.withLock { $0.builder }, created: created, logger: logger)
         workers.forEach { $0.stop() }
         control.stop()

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SluiceConfig
 import SluiceCore
+import SluiceIKE
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,13 +21,19 @@ extension Daemon {
                 switch e {
                 case let .softLifetime(name, _, what):
                     logger.notice("SA \(name): soft lifetime (\(what)) reached; rekey soon")
+                    ike?.post { a, now in a.softLifetime(sa: name, now: now) }
                 case let .hardLifetime(name, generation, what):
                     let removed = manager.expire(sa: name, generation: generation)
                     logger.warning("SA \(name): hard lifetime (\(what)) reached\(removed ? "; SA removed, its traffic is dropped (no_sa) until it has a new key" : "")")
+                    if removed { ike?.post { a, now in a.hardLifetime(sa: name, now: now) } }
                 case let .sequenceExhausted(name, generation):
                     let removed = manager.expire(sa: name, generation: generation)
                     logger.error("SA \(name): sequence numbers exhausted\(removed ? "; SA removed" : ""): configure a new key")
                 case let .noSA(policy):
+                    if let ike, let child = IKEAgent.child(fromTrapOrigin: policy) {
+                        // An acquire: the agent negotiates (at most one at a time per child).
+                        ike.post { a, now in a.acquire(child: child, now: now) }
+                    }
                     let now = monotonicNanos() / 1_000_000_000
                     if now >= (lastNoSALog[policy] ?? 0) {
                         logger.warning("policy \(policy): PROTECT traffic but no SA; dropped (no_sa)")

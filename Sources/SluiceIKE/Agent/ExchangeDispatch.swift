@@ -1,0 +1,128 @@
+import SluiceCore
+
+/// Requests and responses on an IKE SA after IKE_SA_INIT: message IDs (§2.2), the cached
+/// response (§2.1), and INFORMATIONAL (§1.4: deletes, liveness checks).
+extension IKEAgent {
+    func handleRequest(_ s: IKESession, _ m: IKEMessage, _ bytes: [UInt8], from: Endpoint, to: Endpoint, now: Double) {
+        counters.received += 1
+        let id = m.header.messageID
+        if let cached = s.cachedResponse, cached.id == id {
+            // A retransmitted request: the same response, byte for byte, without processing it again.
+            counters.retransmitsAnswered += 1
+            transport.send(cached.datagram, from: s.local, to: from)
+            return
+        }
+        guard id == s.expectedPeerRequestID else {
+            counters.unexpected += 1
+            log(AgentLog(.debug, "\(s.label): request with message ID \(id), expected \(s.expectedPeerRequestID); dropped"))
+            return
+        }
+        guard let inner = s.open(bytes, m) else {
+            counters.integrityFailures += 1
+            log(AgentLog(.debug, "\(s.label): request \(id) from \(from) does not verify; dropped"))
+            return
+        }
+        // The peer's address is what its last authenticated message came from (NAT mapping changes).
+        if s.state == .established, from != s.remote, from.port != 500 || !s.usesEncapsulation { s.remote = from }
+        if s.role == .responder, s.state == .authenticating, to.port == 4500 { s.local.port = 4500; s.remote = from }
+        s.lastHeard = now
+        var response: [Payload]
+        var closeAfter = false
+        switch m.header.exchange {
+        case .ikeAuth:
+            response = handleAuthRequest(s, inner, now: now)
+            closeAfter = s.state == .deleting
+        case .createChildSA:
+            guard s.state == .established else { response = [.notify(NotifyPayload(type: NotifyType.invalidSyntax))]; break }
+            if inner.contains(where: { if case let .notify(n) = $0 { return n.type == NotifyType.rekeySA }; return false })
+                || !inner.contains(where: { if case let .sa(p) = $0 { return p.first?.protocolID == .ike }; return false }) {
+                response = childResponsePayloads(s, inner, initial: false, now: now)
+            } else {
+                // IKE SA rekey by the peer: not yet supported; the peer keeps the old IKE SA (§2.18 allows refusing).
+                response = [.notify(NotifyPayload(type: NotifyType.noAdditionalSAs))]
+            }
+        case .informational:
+            (response, closeAfter) = handleInformational(s, inner, now: now)
+        case .ikeSAInit:
+            return
+        }
+        guard let datagram = try? s.seal(s.header(m.header.exchange, response: true, id: id), response) else {
+            log(AgentLog(.error, "\(s.label): cannot build the response to request \(id)"))
+            return
+        }
+        s.expectedPeerRequestID &+= 1
+        s.cachedResponse = (id, datagram)
+        transport.send(datagram, from: s.local, to: from)
+        counters.sent += 1
+        if closeAfter { close(s, why: s.state == .deleting && s.establishedAt == nil ? "authentication failed" : "deleted by the peer") }
+        else { pump(s, now: now) }
+    }
+
+    func handleResponse(_ s: IKESession, _ m: IKEMessage, _ bytes: [UInt8], from: Endpoint, to: Endpoint, now: Double) {
+        guard let o = s.outstanding, o.id == m.header.messageID else {
+            counters.unexpected += 1
+            return
+        }
+        guard let inner = s.open(bytes, m) else {
+            counters.integrityFailures += 1
+            log(AgentLog(.debug, "\(s.label): response \(m.header.messageID) from \(from) does not verify; dropped"))
+            return
+        }
+        counters.received += 1
+        s.outstanding = nil
+        s.lastHeard = now
+        switch o.purpose {
+        case let .ikeAuth(child):
+            handleAuthResponse(s, inner, child: child, now: now)
+        case let .createChild(r):
+            completeChild(s, r, inner, now: now)
+            if let old = r.rekeys, old.state == .rekeying { old.state = .installed; old.rekeyAt = now + acquireRetry * 6 }
+        case let .deleteChild(child):
+            // The old inbound SA of a rekey keeps taking stragglers for a moment; a plain delete goes now.
+            if child.removeAt == nil {
+                if s.children.contains(where: { $0.profile.name == child.profile.name && $0 !== child && $0.state == .installed }) {
+                    child.removeAt = now + rekeyedInboundDelay
+                    log(AgentLog(.info, "CHILD_SA \(child.profile.name){\(Self.hex(child.inboundSPI))_i \(Self.hex(child.outboundSPI))_o} rekeyed; old SA removed in \(Int(rekeyedInboundDelay)) s"))
+                } else {
+                    removeChild(s, child, why: "deleted (terminate)")
+                }
+            }
+        case .deleteIKE:
+            close(s, why: "deleted")
+            return
+        case .dpd, .ikeInit:
+            break
+        }
+        pump(s, now: now)
+    }
+
+    /// The peer's INFORMATIONAL request: deletes and liveness checks. Returns the response and
+    /// whether the IKE SA goes away once it is sent.
+    func handleInformational(_ s: IKESession, _ inner: [Payload], now: Double) -> ([Payload], Bool) {
+        var response: [Payload] = []
+        for case let .delete(d) in inner {
+            switch d.protocolID {
+            case .ike:
+                return ([], true)
+            case .esp:
+                var ours: [[UInt8]] = []
+                for raw in d.spis {
+                    guard let spi = Self.spi32(raw), let child = s.children.first(where: { $0.outboundSPI == spi }) else { continue }
+                    ours.append(Self.spiBytes(child.inboundSPI))
+                    if child.state == .rekeyed || s.children.contains(where: { $0.profile.name == child.profile.name && $0 !== child && $0.state == .installed }) {
+                        child.state = .deleting
+                        child.removeAt = now + rekeyedInboundDelay
+                    } else {
+                        removeChild(s, child, why: "deleted by the peer")
+                        // For a simultaneous delete (both sides terminating), nothing more to send.
+                        s.pending.removeAll { if case let .deleteChild(c) = $0 { return c === child }; return false }
+                    }
+                }
+                if !ours.isEmpty { response.append(.delete(DeletePayload(protocolID: .esp, spis: ours))) }
+            case .ah:
+                continue
+            }
+        }
+        return (response, false)
+    }
+}

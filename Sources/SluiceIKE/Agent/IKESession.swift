@@ -1,0 +1,159 @@
+import SluiceCore
+
+/// One IKE SA (RFC 7296): its keys, message IDs, the one request it has in flight, the
+/// response it last gave (resent byte for byte to a retransmitted request), and its CHILD_SAs.
+///
+/// Concurrency: an IKE SA belongs to the agent's thread; nothing here is shared.
+final class IKESession {
+    enum Role: String { case initiator, responder }
+    enum State: String { case connecting, authenticating, established, rekeyed, deleting }
+
+    let role: Role
+    let connection: ConnectionProfile
+    var spiI: UInt64
+    var spiR: UInt64
+    var local: Endpoint
+    var remote: Endpoint
+    var state: State = .connecting
+    var algorithms: NegotiatedAlgorithms?
+    var keys: IKEKeys?
+    var sendCipher: SKCipher?
+    var receiveCipher: SKCipher?
+    var nonceI: [UInt8] = []
+    var nonceR: [UInt8] = []
+    var dh: DiffieHellman?
+    /// The IKE_SA_INIT request and response as sent: AUTH signs them.
+    var initRequest: [UInt8] = []
+    var initResponse: [UInt8] = []
+    var cookie: [UInt8]?
+    var peerBehindNAT = false
+    var localBehindNAT = false
+    var remoteID: IDPayload?
+    /// Message IDs (§2.2): ours for requests we send, the peer's for requests it sends.
+    var nextRequestID: UInt32 = 0
+    var expectedPeerRequestID: UInt32 = 0
+    var outstanding: Outstanding?
+    /// Requests waiting for the window (deletes, liveness checks, rekeys).
+    var pending: [Purpose] = []
+    var cachedResponse: (id: UInt32, datagram: [UInt8])?
+    var children: [ChildSA] = []
+    /// Children waiting for this IKE SA (or for its one request window) to be free.
+    var queuedChildren: [ChildRequest] = []
+    var createdAt: Double
+    var establishedAt: Double?
+    var lastHeard: Double
+    var rekeyAt: Double?
+    /// Why this IKE SA was started (for logs): "trap", "start", "peer", "initiate".
+    var reason: String
+
+    struct Outstanding {
+        var id: UInt32
+        var datagram: [UInt8]
+        var sends: Int
+        var nextAt: Double
+        var purpose: Purpose
+    }
+
+    enum Purpose {
+        case ikeInit(child: ChildRequest?)
+        case ikeAuth(child: ChildRequest?)
+        case createChild(ChildRequest)
+        case deleteChild(ChildSA)
+        case deleteIKE
+        case dpd
+    }
+
+    init(role: Role, connection: ConnectionProfile, spiI: UInt64, spiR: UInt64, local: Endpoint, remote: Endpoint,
+         now: Double, reason: String) {
+        self.role = role; self.connection = connection; self.spiI = spiI; self.spiR = spiR
+        self.local = local; self.remote = remote; self.createdAt = now; self.lastHeard = now; self.reason = reason
+    }
+
+    /// Our own SPI: how the agent files this IKE SA.
+    var ourSPI: UInt64 { role == .initiator ? spiI : spiR }
+    var isInitiator: Bool { role == .initiator }
+    var usesEncapsulation: Bool { peerBehindNAT || localBehindNAT || connection.forceEncapsulation }
+    var name: String { connection.name }
+    var label: String { "\(connection.name)[\(String(spiI, radix: 16)):\(String(spiR, radix: 16))]" }
+
+    func header(_ exchange: ExchangeType, response: Bool, id: UInt32) -> IKEHeader {
+        IKEHeader(spiI: spiI, spiR: spiR, exchange: exchange, isInitiator: isInitiator, isResponse: response, messageID: id)
+    }
+
+    /// Encodes a message protected by this IKE SA.
+    func seal(_ header: IKEHeader, _ inner: [Payload]) throws -> [UInt8] {
+        guard let c = sendCipher else { throw AgentError.internalState("no keys yet") }
+        return try IKEMessage.encodeEncrypted(header: header, inner: inner, sealedLength: { c.sealedLength($0) },
+                                              seal: { try c.seal(prefix: $0, plaintext: $1) })
+    }
+
+    /// Opens the SK payload of a received message: the inner payloads, or nil when it does not verify.
+    func open(_ bytes: [UInt8], _ message: IKEMessage) -> [Payload]? {
+        guard let c = receiveCipher, case let .encrypted(first, body)? = message.payloads.last else { return nil }
+        let prefix = Array(bytes[0..<(bytes.count - body.count)])
+        guard let plain = try? c.open(prefix: prefix, body: body) else { return nil }
+        return try? Payload.decodeChain(first: first, plain, baseOffset: bytes.count - body.count)
+    }
+
+    func wipe() {
+        keys?.wipe()
+        keys = nil
+        sendCipher = nil
+        receiveCipher = nil
+        dh = nil
+    }
+}
+
+/// A CHILD_SA to be negotiated: which child, why, and (for trap) the packet that asked.
+struct ChildRequest {
+    var profile: ChildProfile
+    var reason: String
+    /// A trap-triggered request's packet: its selector goes first in TSi/TSr (§2.9).
+    var trigger: (local: WireTrafficSelector, remote: WireTrafficSelector)?
+    /// The CHILD_SA this one replaces (CREATE_CHILD_SA with REKEY_SA).
+    var rekeys: ChildSA?
+    /// Our inbound SPI, allocated when the request is built.
+    var spi: UInt32 = 0
+    var nonce: [UInt8] = []
+    var dh: DiffieHellman?
+}
+
+/// A negotiated CHILD_SA, installed in the data plane.
+final class ChildSA {
+    enum State: String { case installed, rekeying, rekeyed, deleting }
+    let profile: ChildProfile
+    let inboundSPI: UInt32
+    let outboundSPI: UInt32
+    let algorithms: NegotiatedAlgorithms
+    let localTS: [WireTrafficSelector]
+    let remoteTS: [WireTrafficSelector]
+    let install: ChildInstall
+    let establishedAt: Double
+    var state: State = .installed
+    var rekeyAt: Double?
+    /// After a rekey, the old inbound SA keeps accepting until then (make-before-break).
+    var removeAt: Double?
+
+    init(profile: ChildProfile, inboundSPI: UInt32, outboundSPI: UInt32, algorithms: NegotiatedAlgorithms,
+         localTS: [WireTrafficSelector], remoteTS: [WireTrafficSelector], install: ChildInstall, now: Double) {
+        self.profile = profile; self.inboundSPI = inboundSPI; self.outboundSPI = outboundSPI; self.algorithms = algorithms
+        self.localTS = localTS; self.remoteTS = remoteTS; self.install = install; self.establishedAt = now
+    }
+}
+
+public enum AgentError: Error, CustomStringConvertible, Equatable {
+    case unknownConnection(String)
+    case unknownChild(String)
+    case noAddress(String)
+    case internalState(String)
+    case unsupported(String)
+    public var description: String {
+        switch self {
+        case let .unknownConnection(n): return "no connection named \"\(n)\""
+        case let .unknownChild(n): return "no child named \"\(n)\""
+        case let .noAddress(n): return "connection \(n) has no remote address to initiate to (remote_addrs = [\"%any\"])"
+        case let .internalState(w): return "internal: \(w)"
+        case let .unsupported(w): return w
+        }
+    }
+}
