@@ -74,10 +74,18 @@ public struct SluiceConfiguration: Sendable {
     public var sluiceTableLine: Int
     public var associations: [SAEntry]
     public var policies: [Policy]
+    /// IKEv2 connections in file order, each with its children; applied on reload.
+    public var connections: [IKEConnection]
+    /// `[ike]`: takes effect at start only.
+    public var ike: IKESettings
+    /// The line of every key written in `[ike]`, and of its header (0 when absent).
+    public var ikeSettingLines: [String: Int]
+    public var ikeTableLine: Int
     public var warnings: [ConfigIssue]
 
     /// `[sluice]` keys that only take effect when the daemon starts. Everything else
-    /// (log_level, default_out, default_in, mss_clamp, SAs and policies) is applied on reload.
+    /// (log_level, default_out, default_in, mss_clamp, SAs, policies and connections) is
+    /// applied on reload; all of `[ike]` needs a restart as well.
     public static let restartOnlyKeys = ["queues", "queue_base", "mark_shift", "fail", "state_dir", "control_socket", "gso",
                                          "passthrough", "batch", "busy_poll_us", "queue_maxlen", "receive_buffer",
                                          "metrics_listen", "replay_mark_interval"]
@@ -109,13 +117,21 @@ public struct SluiceConfiguration: Sendable {
     /// but only take effect at start: one warning each, at this file's line of the key
     /// (the `[sluice]` header, or 0, when the key was removed).
     public func restartRequired(comparedTo running: SluiceConfiguration) -> [ConfigIssue] {
-        SluiceConfiguration.restartOnlyKeys.compactMap { key in
+        let sluice = SluiceConfiguration.restartOnlyKeys.compactMap { (key: String) -> ConfigIssue? in
             let old = running.restartSetting(key), new = restartSetting(key)
             guard old != new else { return nil }
             return ConfigIssue(file: path, line: settingLines[key] ?? sluiceTableLine,
                                message: "\(key) changed from \(old) to \(new): needs a restart (systemctl restart sluice)",
                                isWarning: true)
         }
+        let ikeKeys = IKESettings.fields.compactMap { (key: String, value: (IKESettings) -> String) -> ConfigIssue? in
+            let old = value(running.ike), new = value(ike)
+            guard old != new else { return nil }
+            return ConfigIssue(file: path, line: ikeSettingLines[key] ?? ikeTableLine,
+                               message: "[ike] \(key) changed from \(old) to \(new): needs a restart (systemctl restart sluice)",
+                               isWarning: true)
+        }
+        return sluice + ikeKeys
     }
 }
 
@@ -145,6 +161,10 @@ public enum ConfigLoader {
     }
 
     static func readFile(_ path: String) throws -> String {
+        String(decoding: try readBytes(path), as: UTF8.self)
+    }
+
+    static func readBytes(_ path: String) throws -> [UInt8] {
         guard let f = fopen(path, "r") else { throw FileError(message: "cannot open: \(String(cString: strerror(errno)))") }
         defer { fclose(f) }
         var data: [UInt8] = []
@@ -156,7 +176,7 @@ public enum ConfigLoader {
             if data.count > 16 << 20 { throw FileError(message: "file is larger than 16 MiB") }
         }
         if ferror(f) != 0 { throw FileError(message: "read error") }
-        return String(decoding: data, as: UTF8.self)
+        return data
     }
 
     struct FileError: Error, CustomStringConvertible { let message: String; var description: String { message } }
@@ -171,6 +191,14 @@ struct Validator {
 
     mutating func error(_ line: Int, _ m: String) { issues.append(ConfigIssue(file: path, line: line, message: m)) }
     mutating func warn(_ line: Int, _ m: String) { issues.append(ConfigIssue(file: path, line: line, message: m, isWarning: true)) }
+
+    var errorCount: Int { issues.count { !$0.isWarning } }
+
+    /// The line of `k` in `t`, or of the table's header when `k` is not set.
+    func line(_ t: TOMLTable, _ k: String) -> Int { t[k]?.line ?? t.line }
+
+    /// `name` relative to the config file's directory.
+    func resolve(_ name: String) -> String { name.hasPrefix("/") ? name : configDir + "/" + name }
 
     var configDir: String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
@@ -191,6 +219,19 @@ struct Validator {
         guard case let .integer(n) = e.value else { error(e.line, "\(k) must be an integer, not \(e.value.typeName)"); return nil }
         guard range.contains(n) else { error(e.line, "\(k) = \(n) is out of range \(range.lowerBound)...\(range.upperBound)"); return nil }
         return (n, e.line)
+    }
+
+    /// An integer or a decimal float.
+    mutating func number(_ t: TOMLTable, _ k: String, _ range: ClosedRange<Double>) -> (Double, Int)? {
+        guard let e = t[k] else { return nil }
+        let x: Double
+        switch e.value {
+        case let .float(f): x = f
+        case let .integer(n): x = Double(n)
+        default: error(e.line, "\(k) must be a number, not \(e.value.typeName)"); return nil
+        }
+        guard range.contains(x) else { error(e.line, "\(k) = \(x) is out of range \(range.lowerBound)...\(range.upperBound)"); return nil }
+        return (x, e.line)
     }
 
     mutating func bool(_ t: TOMLTable, _ k: String) -> Bool? {
@@ -216,6 +257,8 @@ struct Validator {
 
     // MARK: document
 
+    static let tableNames: Set<String> = ["sluice", "ike"]
+    static let arrayNames: Set<String> = ["sa", "policy", "connection", "connection.child"]
     static let sluiceKeys: Set<String> = ["queues", "queue_base", "fail", "state_dir", "control_socket", "mark_shift",
                                           "queue_maxlen", "receive_buffer", "default_out", "default_in", "mss_clamp",
                                           "log_level", "passthrough", "metrics_listen", "batch", "busy_poll_us", "gso",
@@ -228,11 +271,11 @@ struct Validator {
 
     mutating func build(_ doc: TOMLDocument, cpuCount: Int) -> SluiceConfiguration? {
         for k in doc.root.keys { error(doc.root[k]!.line, "key \"\(k)\" is outside any table; put it under [sluice]") }
-        for (name, t) in doc.tables where name != "sluice" {
-            error(t.line, "unknown table [\(name)]\(name == "sa" || name == "policy" ? " (write [[\(name)]]: there can be several)" : "")")
+        for (name, t) in doc.tables.sorted(by: { $0.value.line < $1.value.line }) where !Validator.tableNames.contains(name) {
+            error(t.line, "unknown table [\(name)]\(Validator.arrayNames.contains(name) ? " (write [[\(name)]]: there can be several)" : "")")
         }
-        for (name, list) in doc.arrays where name != "sa" && name != "policy" {
-            error(list[0].line, "unknown table [[\(name)]]")
+        for (name, list) in doc.arrays.sorted(by: { $0.value[0].line < $1.value[0].line }) where !Validator.arrayNames.contains(name) {
+            error(list[0].line, "unknown table [[\(name)]]\(Validator.tableNames.contains(name) ? " (write [\(name)]: there is one)" : "")")
         }
         let s = doc.tables["sluice"] ?? TOMLTable(name: "sluice", line: 0)
         unknownKeys(s, allowed: Validator.sluiceKeys, context: "[sluice]")
@@ -304,13 +347,19 @@ struct Validator {
             let used = policies.contains { $0.direction == .outbound && $0.protects(sa.config.name) }
             if !used { warn(sa.line, "outbound SA \"\(sa.config.name)\" is not used by any policy") }
         }
-        if sas.isEmpty && policies.isEmpty { warn(0, "no [[sa]] and no [[policy]]: Sluice would do nothing") }
+        let connections = buildConnections(doc, saNames: names)
+        let ikeTable = doc.tables["ike"] ?? TOMLTable(name: "ike", line: 0)
+        let ike = buildIKESettings(ikeTable)
+        if sas.isEmpty && policies.isEmpty && doc.arrays["connection"] == nil {
+            warn(0, "no [[sa]], [[policy]] or [[connection]]: Sluice would do nothing")
+        }
         return SluiceConfiguration(
             path: path, queues: queues, queueBase: queueBase, fail: fail, stateDir: stateDir, controlSocket: control,
             markShift: markShift, queueMaxLen: maxlen, receiveBuffer: rcvbuf, defaultOutbound: defaultOut,
             defaultInbound: defaultIn, mssClamp: mss, logLevel: logLevel, passthrough: passthrough, batch: batch, busyPollMicros: busyPoll, gso: gso, metricsListen: metrics,
             replayMarkInterval: replayMark, settingLines: s.entries.mapValues(\.line), sluiceTableLine: s.line,
-            associations: sas, policies: policies, warnings: issues.filter(\.isWarning))
+            associations: sas, policies: policies, connections: connections, ike: ike,
+            ikeSettingLines: ikeTable.entries.mapValues(\.line), ikeTableLine: ikeTable.line, warnings: issues.filter(\.isWarning))
     }
 
     static func hostPort(_ text: String) -> (String, Int)? {
@@ -343,10 +392,7 @@ struct Validator {
     mutating func buildSA(_ t: TOMLTable) -> SAEntry? {
         unknownKeys(t, allowed: Validator.saKeys, context: "[[sa]]")
         let errorsBefore = issues.count
-        let name = require(t, "name", string(t, "name")?.0, what: "sa")
-        if let n = name, n.isEmpty || n.count > 64 || !n.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) {
-            error(t["name"]!.line, "name must be 1-64 letters, digits, '-', '_' or '.'")
-        }
+        let name = require(t, "name", validName(t), what: "sa")
         let direction = require(t, "direction", choice(t, "direction", ["out": Direction.outbound, "in": .inbound])?.0, what: "sa")
         let spi = require(t, "spi", int(t, "spi", 256...0xFFFF_FFFF)?.0, what: "sa") // 1-255 are reserved (RFC 4303 §2.1)
         let mode = choice(t, "mode", ["tunnel": ESPMode.tunnel, "transport": .transport])?.0 ?? .tunnel
@@ -355,10 +401,8 @@ struct Validator {
         let proposals = Dictionary(uniqueKeysWithValues: Proposal.allCases.map { ($0.rawValue, $0) })
         let proposal = require(t, "proposal", choice(t, "proposal", proposals)?.0, what: "sa")
         let esn = bool(t, "esn") ?? false
-        let window = Int(int(t, "replay_window", 0...Int64(ReplayWindow.maxSize))?.0 ?? 1024)
-        let mtu = Int(int(t, "mtu", 576...65535)?.0 ?? 1500)
-        let df = choice(t, "df", ["copy": DFPolicy.copy, "set": .set, "clear": .clear])?.0 ?? .copy
-        let tfc = Int(int(t, "tfc_pad", 0...1500)?.0 ?? 0)
+        let options = dataPlaneOptions(t, mode: mode)
+        let window = options.replayWindow
         let natT = bool(t, "nat_t") ?? false
         var lt = Lifetime()
         lt.softBytes = int(t, "soft_bytes", 1...Int64.max).map { UInt64($0.0) }
@@ -374,7 +418,6 @@ struct Validator {
         if let l = local, let r = remote, l.family != r.family {
             error(t["remote"]!.line, "local and remote must be the same address family")
         }
-        if mode == .transport, tfc > 0 { error(t["tfc_pad"]!.line, "tfc_pad needs tunnel mode (transport mode cannot carry the inner length)") }
         if mode == .transport, natT { error(t["nat_t"]!.line, "nat_t is supported in tunnel mode only") }
         if direction == .outbound, t["replay_window"] != nil { warn(t["replay_window"]!.line, "replay_window only applies to inbound SAs") }
         if esn && window == 0 { warn(t["esn"]!.line, "esn with replay_window = 0: seq-high is still inferred from a nominal window") }
@@ -400,8 +443,30 @@ struct Validator {
         guard let name, let direction, let spi, let local, let remote, let proposal, let key else { return nil }
         let cfg = SAConfig(name: name, direction: direction, spi: UInt32(spi), mode: mode, local: local, remote: remote,
                            proposal: proposal, keyMaterial: SecretBytes(key), esn: esn, replayWindow: window, lifetime: lt,
-                           tfcPadTo: tfc, mtu: mtu, dfPolicy: df, udpEncapsulation: natT)
+                           tfcPadTo: options.tfcPadTo, mtu: options.mtu, dfPolicy: options.dfPolicy, udpEncapsulation: natT)
         return SAEntry(config: cfg, line: t.line)
+    }
+
+    /// `name` of an [[sa]], [[connection]] or [[connection.child]]; nil when missing or malformed.
+    mutating func validName(_ t: TOMLTable) -> String? {
+        guard let (n, line) = string(t, "name") else { return nil }
+        guard !n.isEmpty, n.count <= 64, n.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            error(line, "name must be 1-64 letters, digits, '-', '_' or '.'")
+            return nil
+        }
+        return n
+    }
+
+    struct DataPlaneOptions { var replayWindow: Int; var mtu: Int; var dfPolicy: DFPolicy; var tfcPadTo: Int }
+
+    /// replay_window, mtu, df and tfc_pad: the same keys for a static [[sa]] and a CHILD_SA.
+    mutating func dataPlaneOptions(_ t: TOMLTable, mode: ESPMode) -> DataPlaneOptions {
+        let window = Int(int(t, "replay_window", 0...Int64(ReplayWindow.maxSize))?.0 ?? 1024)
+        let mtu = Int(int(t, "mtu", 576...65535)?.0 ?? 1500)
+        let df = choice(t, "df", ["copy": DFPolicy.copy, "set": .set, "clear": .clear])?.0 ?? .copy
+        let tfc = Int(int(t, "tfc_pad", 0...1500)?.0 ?? 0)
+        if mode == .transport, tfc > 0 { error(line(t, "tfc_pad"), "tfc_pad needs tunnel mode (transport mode cannot carry the inner length)") }
+        return DataPlaneOptions(replayWindow: window, mtu: mtu, dfPolicy: df, tfcPadTo: tfc)
     }
 
     func describeLayout(_ p: Proposal) -> String {
@@ -409,18 +474,25 @@ struct Validator {
             : p.encryptionKeyLength == 0 ? "32-byte integrity key" : "\(p.encryptionKeyLength)-byte key + 32-byte integrity key"
     }
 
-    mutating func readKeyFile(_ name: String, line: Int) -> [UInt8]? {
-        let full = name.hasPrefix("/") ? name : configDir + "/" + name
+    /// The full path of a file holding a secret (`key` names it in messages), or nil with
+    /// an error when it is missing or open to group or others.
+    mutating func privateFile(_ key: String, _ name: String, line: Int) -> String? {
+        let full = resolve(name)
         var st = stat()
         guard stat(full, &st) == 0 else {
-            error(line, "key_file \(full): \(String(cString: strerror(errno)))")
+            error(line, "\(key) \(full): \(String(cString: strerror(errno)))")
             return nil
         }
         // Like wg(8): a key others can read is a key already lost.
         if st.st_mode & 0o077 != 0 {
-            error(line, "key_file \(full) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it")
+            error(line, "\(key) \(full) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it")
             return nil
         }
+        return full
+    }
+
+    mutating func readKeyFile(_ name: String, line: Int) -> [UInt8]? {
+        guard let full = privateFile("key_file", name, line: line) else { return nil }
         guard let text = try? ConfigLoader.readFile(full) else { error(line, "key_file \(full) cannot be read"); return nil }
         let body = text.split(separator: "\n").filter { !$0.hasPrefix("#") }.joined()
         guard let k = Hex.decode(body.trimmingSpaces) else { error(line, "key_file \(full) must hold hex digits only"); return nil }
@@ -487,8 +559,7 @@ struct Validator {
         if let a = sel.src, let b = sel.dst, a.address.family != b.address.family {
             error(t["dst"]!.line, "src and dst are of different address families")
         }
-        let protoNames: [String: UInt8] = ["tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58, "icmpv6": 58, "sctp": 132,
-                                           "esp": 50, "gre": 47]
+        let protoNames = TrafficSelectorSpec.protocolNames.merging(TrafficSelectorSpec.protocolAliases) { a, _ in a }
         if let e = t["protocol"] {
             switch e.value {
             case let .string(s) where s == "any": break

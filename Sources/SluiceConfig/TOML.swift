@@ -1,10 +1,14 @@
 /// A small TOML reader for Sluice's config: tables, arrays of tables, strings, integers
-/// (decimal, hex, octal, binary, with underscores), booleans and one-line arrays.
+/// (decimal, hex, octal, binary, with underscores), decimal floats, booleans and one-line
+/// arrays. Table names may be dotted (`[[connection.child]]`) but stay flat names: the
+/// config's validator decides what a child belongs to.
 /// Unlike a general TOML library it keeps the line of every key, so every config error
 /// can name `FILE:LINE`. Anything outside that subset is an error, never a guess.
 public enum TOMLValue: Equatable, Sendable {
     case string(String)
     case integer(Int64)
+    /// Decimal only (`1.8`, `4e0`, `-0.5E-3`); TOML's inf and nan are refused.
+    case float(Double)
     case boolean(Bool)
     case array([TOMLValue])
 
@@ -12,6 +16,7 @@ public enum TOMLValue: Equatable, Sendable {
         switch self {
         case .string: return "a string"
         case .integer: return "an integer"
+        case .float: return "a float"
         case .boolean: return "a boolean"
         case .array: return "an array"
         }
@@ -73,7 +78,7 @@ public enum TOMLParser {
                 let isArray = s.peek(at: 1) == UInt8(ascii: "[")
                 s.advance(isArray ? 2 : 1)
                 s.skipSpace()
-                let name = try s.key()
+                let name = try s.tableName()
                 s.skipSpace()
                 guard s.consume("]"), !isArray || s.consume("]") else {
                     throw TOMLError(line: lineNo, message: "expected '\(isArray ? "]]" : "]")' after table name \"\(name)\"")
@@ -84,9 +89,10 @@ public enum TOMLParser {
                     doc.arrays[name, default: []].append(TOMLTable(name: name, line: lineNo))
                     target = .array(name)
                 } else {
-                    if doc.tables[name] != nil || doc.arrays[name] != nil {
-                        throw TOMLError(line: lineNo, message: "table [\(name)] is defined twice")
+                    if doc.arrays[name] != nil {
+                        throw TOMLError(line: lineNo, message: "[\(name)] clashes with [[\(name)]] defined earlier (write [[\(name)]] for one more)")
                     }
+                    if doc.tables[name] != nil { throw TOMLError(line: lineNo, message: "table [\(name)] is defined twice") }
                     doc.tables[name] = TOMLTable(name: name, line: lineNo)
                     target = .table(name)
                 }
@@ -152,14 +158,32 @@ public enum TOMLParser {
             (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == UInt8(ascii: "_") || c == UInt8(ascii: "-")
         }
 
+        /// A key on the left of `=`: one part, never dotted.
         mutating func key() throws(TOMLError) -> String {
+            let k = try keyPart()
+            if peek == UInt8(ascii: ".") { throw fail("dotted keys are not supported; use a [table] header") }
+            return k
+        }
+
+        /// A header's name: parts joined by '.', spaces around the dots allowed ("a . b" is "a.b").
+        mutating func tableName() throws(TOMLError) -> String {
+            var parts = [try keyPart()]
+            while true {
+                skipSpace()
+                guard consume(".") else { break }
+                skipSpace()
+                parts.append(try keyPart())
+            }
+            return parts.joined(separator: ".")
+        }
+
+        mutating func keyPart() throws(TOMLError) -> String {
             if peek == UInt8(ascii: "\"") { return try basicString() }
             let start = i
             while let c = peek, Scanner.isBare(c) { i += 1 }
             guard i > start else {
                 throw fail(peek == nil ? "expected a key" : "expected a key, found \"\(Character(UnicodeScalar(line[i])))\"")
             }
-            if peek == UInt8(ascii: ".") { throw fail("dotted keys are not supported; use a [table] header") }
             return String(decoding: line[start..<i], as: UTF8.self)
         }
 
@@ -195,6 +219,10 @@ public enum TOMLParser {
                 if word == "true" { return .boolean(true) }
                 if word == "false" { return .boolean(false) }
                 if let n = Scanner.integer(word) { return .integer(n) }
+                if let x = Scanner.float(word) {
+                    guard x.isFinite else { throw fail("\(word) is too large for a float") }
+                    return .float(x)
+                }
                 throw fail("\"\(word)\" is not a value (strings need quotes)")
             }
         }
@@ -213,6 +241,41 @@ public enum TOMLParser {
             guard !digits.isEmpty, let v = UInt64(digits, radix: radix) else { return nil }
             if negative { return v <= UInt64(Int64.max) + 1 ? Int64(truncatingIfNeeded: 0 &- v) : nil }
             return v <= UInt64(Int64.max) ? Int64(v) : nil
+        }
+
+        /// TOML's decimal float: an integer part without leading zeros, then a fraction,
+        /// an exponent or both; underscores only between digits.
+        static func float(_ word: String) -> Double? {
+            var rest = Substring(word)
+            func digits(allowLeadingZero: Bool) -> String? {
+                let run = rest.prefix { $0.isASCII && ($0.isNumber || $0 == "_") }
+                rest = rest.dropFirst(run.count)
+                guard let first = run.first, first != "_", run.last != "_", !run.contains("__") else { return nil }
+                let plain = run.filter { $0 != "_" }
+                if !allowLeadingZero && plain.count > 1 && plain.hasPrefix("0") { return nil }
+                return String(plain)
+            }
+            var text = ""
+            if let sign = rest.first, sign == "+" || sign == "-" { text.append(sign); rest = rest.dropFirst() }
+            guard let whole = digits(allowLeadingZero: false) else { return nil }
+            text += whole
+            var hasFraction = false, hasExponent = false
+            if rest.first == "." {
+                rest = rest.dropFirst()
+                guard let fraction = digits(allowLeadingZero: true) else { return nil }
+                text += "." + fraction
+                hasFraction = true
+            }
+            if let e = rest.first, e == "e" || e == "E" {
+                rest = rest.dropFirst()
+                text += "e"
+                if let sign = rest.first, sign == "+" || sign == "-" { text.append(sign); rest = rest.dropFirst() }
+                guard let exponent = digits(allowLeadingZero: true) else { return nil }
+                text += exponent
+                hasExponent = true
+            }
+            guard rest.isEmpty, hasFraction || hasExponent else { return nil }
+            return Double(text)
         }
 
         mutating func basicString() throws(TOMLError) -> String {

@@ -73,6 +73,15 @@ struct Check: ParsableCommand {
             throw ExitCode(1)
         }
         print("\(options.config): OK: \(cfg.associations.count) SA(s), \(cfg.policies.count) polic\(cfg.policies.count == 1 ? "y" : "ies"), \(cfg.queues) queue(s)")
+        if let ike = Check.connectionSummary(cfg) { print("\(options.config): \(ike)") }
+    }
+
+    /// "IKE: 2 connection(s), 3 child(ren): gw-b (net, net6), gw-c (voip)"; nil without connections.
+    static func connectionSummary(_ cfg: SluiceConfiguration) -> String? {
+        guard !cfg.connections.isEmpty else { return nil }
+        let children = cfg.connections.reduce(0) { $0 + $1.children.count }
+        let each = cfg.connections.map { c in "\(c.name) (\(c.children.isEmpty ? "no children" : c.children.map(\.name).joined(separator: ", ")))" }
+        return "IKE: \(cfg.connections.count) connection(s), \(children) child(ren): \(each.joined(separator: ", "))"
     }
 
     enum KernelCheck { case accepted, skipped(String), refused(String) }
