@@ -7,6 +7,31 @@ public enum PayloadType {
     public static let certreq: UInt8 = 38, auth: UInt8 = 39, nonce: UInt8 = 40, notify: UInt8 = 41
     public static let delete: UInt8 = 42, vendor: UInt8 = 43, tsi: UInt8 = 44, tsr: UInt8 = 45
     public static let encrypted: UInt8 = 46, configuration: UInt8 = 47, eap: UInt8 = 48, encryptedFragment: UInt8 = 53
+
+    /// The RFC's short name ("SA", "IDi", "SKF"), or "payload type N" for others; for errors and logs.
+    public static func name(_ t: UInt8) -> String {
+        switch t {
+        case none: return "no next payload"
+        case sa: return "SA"
+        case ke: return "KE"
+        case idi: return "IDi"
+        case idr: return "IDr"
+        case cert: return "CERT"
+        case certreq: return "CERTREQ"
+        case auth: return "AUTH"
+        case nonce: return "Nonce"
+        case notify: return "Notify"
+        case delete: return "Delete"
+        case vendor: return "Vendor ID"
+        case tsi: return "TSi"
+        case tsr: return "TSr"
+        case encrypted: return "SK"
+        case configuration: return "CP"
+        case eap: return "EAP"
+        case encryptedFragment: return "SKF"
+        default: return "payload type \(t)"
+        }
+    }
 }
 
 public enum ProtocolID: UInt8, Sendable { case ike = 1, ah = 2, esp = 3 }
@@ -60,7 +85,7 @@ public enum NotifyType {
     public static let signatureHashAlgorithms: UInt16 = 16431
 
     /// Names for logs ("AUTHENTICATION_FAILED"); nil for numbers Sluice does not know.
-    public static func name(_ t: UInt16) -> String? { fatalError("codec: notify names") }
+    public static func name(_ t: UInt16) -> String? { notifyTypeNames[t] }
     /// Error types are below 16384.
     public static func isError(_ t: UInt16) -> Bool { t < 16384 }
 }
@@ -117,13 +142,36 @@ public enum Payload: Sendable, Equatable {
     /// Any payload Sluice does not interpret (CP, EAP, unknown non-critical): kept whole.
     case other(type: UInt8, critical: Bool, body: [UInt8])
 
-    public var type: UInt8 { fatalError("codec: type") }
+    public var type: UInt8 {
+        switch self {
+        case .sa: return PayloadType.sa
+        case .ke: return PayloadType.ke
+        case .idi: return PayloadType.idi
+        case .idr: return PayloadType.idr
+        case .cert: return PayloadType.cert
+        case .certreq: return PayloadType.certreq
+        case .auth: return PayloadType.auth
+        case .nonce: return PayloadType.nonce
+        case .notify: return PayloadType.notify
+        case .delete: return PayloadType.delete
+        case .vendor: return PayloadType.vendor
+        case .tsi: return PayloadType.tsi
+        case .tsr: return PayloadType.tsr
+        case .encrypted: return PayloadType.encrypted
+        case .encryptedFragment: return PayloadType.encryptedFragment
+        case let .other(type, _, _): return type
+        }
+    }
 
     /// Encodes a chain (the inside of SK, or a whole message after the header); returns the first type.
-    public static func encodeChain(_ payloads: [Payload]) -> (first: UInt8, bytes: [UInt8]) { fatalError("codec: encodeChain") }
+    /// Lengths and next-payload fields are computed; `.encrypted` / `.encryptedFragment` may only
+    /// come last (their next-payload field is `firstInner`). Known payloads go out non-critical.
+    public static func encodeChain(_ payloads: [Payload]) -> (first: UInt8, bytes: [UInt8]) { PayloadChain.encode(payloads) }
     /// Decodes a chain that starts with a payload of type `first`. Unknown non-critical payloads
-    /// become `.other`; unknown critical ones throw `.unsupportedCritical`.
+    /// become `.other`; unknown critical ones throw `.unsupportedCritical`. The chain must fill
+    /// `bytes` exactly (bytes after its last payload: `.badLength`). `baseOffset` is added to
+    /// the offsets in errors (where the chain sits in the message, for a decrypted one).
     public static func decodeChain(first: UInt8, _ bytes: [UInt8], baseOffset: Int = 0) throws(IKEDecodeError) -> [Payload] {
-        fatalError("codec: decodeChain")
+        try PayloadChain.decode(first: first, bytes, from: 0, to: bytes.count, baseOffset: baseOffset)
     }
 }
