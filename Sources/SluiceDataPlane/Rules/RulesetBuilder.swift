@@ -1,6 +1,7 @@
 import Foundation
 import SluiceConfig
 import SluiceCore
+import SluiceIKE
 
 /// How packets reach the queues.
 public enum QueueBackend: String, Sendable {
@@ -42,8 +43,19 @@ public struct RulesetBuilder: Sendable {
     public static let tableName = "sluice"
     public static let iptablesComment = "sluice"
 
+    /// The rules a start installs: the file's policies and SAs, and the trap policies of its
+    /// IKE children (their traffic is queued from the first packet, SA or not).
     public init(config: SluiceConfiguration, backend: QueueBackend) {
-        self.init(config: config, policies: config.policies, associations: config.associations.map(\.config), backend: backend)
+        self.init(config: config, policies: config.policies + RulesetBuilder.trapPolicies(config),
+                  associations: config.associations.map(\.config), backend: backend)
+    }
+
+    static func trapPolicies(_ config: SluiceConfiguration) -> [Policy] {
+        guard let profiles = try? Daemon.profiles(config) else { return [] }
+        return profiles.flatMap { c in c.children.flatMap { ch in
+            let t = IKEAgent.trapPolicies(c, ch)
+            return t.outbound + t.inbound
+        } }
     }
 
     public init(config: SluiceConfiguration, policies: [Policy], associations: [SAConfig], backend: QueueBackend) {

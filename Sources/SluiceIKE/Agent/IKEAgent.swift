@@ -207,13 +207,20 @@ public final class IKEAgent {
     }
 
     func installTrap(_ c: ConnectionProfile, _ child: ChildProfile) {
-        guard let local = c.localAddresses.first else { return }
-        let l = child.localTS.isEmpty ? [WireTrafficSelector(host: local)] : child.localTS
-        let r = child.remoteTS.isEmpty ? c.remoteAddresses.filter { $0.family == local.family }.map { WireTrafficSelector(host: $0) } : child.remoteTS
-        let p = ChildPolicies.make(local: l, remote: r, outboundSA: nil, inboundSA: nil, origin: Self.trapOrigin(child.name))
+        let p = Self.trapPolicies(c, child)
         do { try backend.installTrap(child: child.name, outbound: p.outbound, inbound: p.inbound) } catch {
             log(AgentLog(.error, "child \(child.name): cannot install its trap policies: \(error)"))
         }
+    }
+
+    /// A child's SA-less PROTECT policies over its configured selectors ("dynamic": the
+    /// connection's own and the peer's outer addresses).
+    public static func trapPolicies(_ c: ConnectionProfile, _ child: ChildProfile) -> (outbound: [Policy], inbound: [Policy]) {
+        guard let local = c.localAddresses.first else { return ([], []) }
+        let l = child.localTS.isEmpty ? [WireTrafficSelector(host: local)] : child.localTS
+        let r = child.remoteTS.isEmpty ? c.remoteAddresses.filter { $0.family == local.family }.map { WireTrafficSelector(host: $0) } : child.remoteTS
+        let p = ChildPolicies.make(local: l, remote: r, outboundSA: nil, inboundSA: nil, origin: trapOrigin(child.name))
+        return (p.outbound, p.inbound)
     }
 
     /// The policy origin workers report in `no_sa` events for a child's trap.
