@@ -28,6 +28,11 @@ extension Daemon {
                 logger.error("reload refused, keeping the running configuration:\n\(restart.map(\.description).joined(separator: "\n"))")
                 return
             }
+            if let changed = Daemon.changedConnection(running.config, next) {
+                // The agent reads its connections at start only; refusing is honest, applying half is not.
+                logger.error("reload refused, keeping the running configuration:\n\(changed)")
+                return
+            }
             for w in next.warnings { logger.warning("\(w)") }
             let plan: SAManager.Plan
             do {
@@ -53,6 +58,22 @@ extension Daemon {
             func list(_ names: [String]) -> String { names.isEmpty ? "-" : names.joined(separator: ",") }
             logger.info("reloaded: \(next.associations.count) SA(s) (added \(list(plan.added)), changed \(list(plan.changed)), removed \(list(plan.removed))), \(next.policies.count) policies")
         }
+    }
+
+    /// "FILE:LINE: connection NAME changed: needs a restart", or nil when the connections
+    /// are the same (line numbers aside).
+    static func changedConnection(_ old: SluiceConfiguration, _ new: SluiceConfiguration) -> String? {
+        func plain(_ c: IKEConnection) -> IKEConnection {
+            var c = c
+            c.line = 0
+            c.children = c.children.map { var ch = $0; ch.line = 0; return ch }
+            return c
+        }
+        guard old.connections.map(plain) != new.connections.map(plain) else { return nil }
+        let first = new.connections.first { n in !old.connections.map(plain).contains(plain(n)) }
+        let gone = old.connections.first { o in !new.connections.map(plain).contains(plain(o)) }
+        if let first { return "\(new.path):\(first.line): connection \(first.name) changed: connections need a restart (the IKE agent reads them at start)" }
+        return "\(new.path): connection \(gone?.name ?? "?") removed: connections need a restart (the IKE agent reads them at start)"
     }
 
     static func settings(_ c: SluiceConfiguration) -> SAManager.Settings {

@@ -1,0 +1,153 @@
+"""Issue 12: Sluice's IKEv2 agent against strongSwan 5.9.8 (kernel-libipsec: user-space ESP,
+always ESP-in-UDP, tunnel mode). Sluice on gw-a (192.0.2.1, inner 198.51.100.1), strongSwan
+on gw-b (192.0.2.2, inner 203.0.113.1). Both directions of initiation, traffic compared by
+SHA-256, the wire holds only IKE and ESP-in-UDP, both views agree on SPIs and algorithms."""
+import time
+
+import pytest
+
+import lab as labmod
+from ike_lab import connection as sluice_connection, control, ike_config, list_sas, wait_child
+from lab import Daemon
+from strongswan import Secret, StrongSwan, child, connection, psk
+
+NEEDS_STRONGSWAN = True
+
+SWAN_NAMES = {"aes128gcm16": ("AES_GCM_16", 128, ""), "aes128-sha256": ("AES_CBC", 128, "HMAC_SHA2_256_128")}
+
+
+def setup(lab, ike="aes128gcm16-prfsha256-x25519", esp="aes128gcm16", sluice_start="none", swan_psk=None,
+          sluice_extra=None, swan_dpd=None):
+    a, b = lab.host("gwa"), lab.host("gwb")
+    lab.link(a, "va", b, "vb")
+    for ns, dev, outer, inner in ((a, "va", "192.0.2.1/24", "198.51.100.1/32"), (b, "vb", "192.0.2.2/24", "203.0.113.1/32")):
+        lab.sh(ns, f"sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=1; ip addr add {outer} dev {dev}; ip addr add {inner} dev lo")
+    # Sluice seals what the routing table sends towards the peer; strongSwan routes into its TUN itself.
+    lab.sh(a, "ip route add 203.0.113.0/24 via 192.0.2.2 src 198.51.100.1")
+    key = Secret.random()
+    conf = sluice_connection("gw-b", "192.0.2.1", "192.0.2.2", "net", ["198.51.100.0/24"], ["203.0.113.0/24"],
+                             proposals=(ike,), esp=(esp,), start_action=sluice_start, psk=key.config_value(),
+                             **(sluice_extra or {}))
+    da = Daemon(lab, a, "sluice", ike_config(conf)).start()
+    swan_conn = connection("192.0.2.2", "192.0.2.1", proposals=ike, dpd_delay=swan_dpd,
+                           children={"net": child("203.0.113.0/24", "198.51.100.0/24", esp_proposals=esp)})
+    sw = StrongSwan(lab, b, "gw-b", connections={"gw": swan_conn}, secrets={"ike-gw": psk(swan_psk or key)})
+    sw.start()
+    sw.load()
+    return a, b, da, sw
+
+
+def wire_is_ike_and_esp_in_udp(pcap):
+    from scapy.layers.inet import IP, UDP
+    esp = other = 0
+    for p in labmod.packets(pcap):
+        if not p.haslayer(IP):
+            continue
+        if p.haslayer(UDP) and (p[UDP].sport, p[UDP].dport) in ((500, 500), (4500, 4500)):
+            payload = bytes(p[UDP].payload)
+            esp += p[UDP].dport == 4500 and payload[:4] != b"\0\0\0\0" and payload != b"\xff"
+        else:
+            other += 1
+    return esp, other
+
+
+def agree(da, sw):
+    """Sluice's and strongSwan's views of the one IKE SA and its CHILD_SA match."""
+    ours = [s for s in list_sas(da) if s["state"] == "ESTABLISHED"]
+    theirs = sw.list_sas()
+    assert len(ours) == 1 and len(theirs) == 1, (ours, theirs)
+    o, t = ours[0], theirs[0]
+    assert (o["spiI"], o["spiR"]) == (t.spi_i, t.spi_r)
+    assert o["encryption"] == t.encr_alg and o["prf"] == t.prf_alg and o["dhGroup"] == t.dh_group
+    oc = [c for c in o["children"] if c["state"] == "INSTALLED"]
+    tc = t.child("net")
+    assert len(oc) == 1
+    assert int(oc[0]["spiIn"], 16) == tc.spi_out and int(oc[0]["spiOut"], 16) == tc.spi_in
+    assert oc[0]["encryption"] == tc.encr_alg and oc[0]["encryptionKeySize"] == tc.encr_keysize
+    assert (oc[0].get("integrity") or "") == (tc.integ_alg or "")
+    assert tc.encap and o["encapsulated"]
+    return oc[0], tc
+
+
+@pytest.mark.parametrize("ike,esp", [("aes128gcm16-prfsha256-x25519", "aes128gcm16"), ("aes128-sha256-modp2048", "aes128-sha256")])
+def test_strongswan_initiates(lab, ike, esp):
+    a, b, da, sw = setup(lab, ike, esp)
+    cap = lab.capture(a, "va", "wire")
+    out = sw.initiate(child="net")
+    assert "CHILD_SA net{1} established" in out, out
+    wait_child(da, "net")
+    ours, theirs = agree(da, sw)
+    lab.ping(b, "198.51.100.1", count=5, src="203.0.113.1")
+    sent, got = lab.tcp_transfer(a, b, "198.51.100.1", nbytes=8_000_000, src="203.0.113.1")
+    assert sent == got
+    esp_count, other = wire_is_ike_and_esp_in_udp(cap.stop())
+    assert other == 0 and esp_count > 1000
+
+
+def test_sluice_initiates_on_the_first_packet(lab):
+    a, b, da, sw = setup(lab, "aes128-sha256-modp2048", "aes128-sha256", sluice_start="trap")
+    cap = lab.capture(a, "va", "wire")
+    t0 = time.time()
+    # The first ping raises the acquire; ping retries once a second until the SA is up.
+    r = lab.sh(a, "ping -c 1 -w 10 -I 198.51.100.1 203.0.113.1", check=False, timeout=20)
+    first_answer = time.time() - t0
+    wait_child(da, "net")
+    agree(da, sw)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lab.ping(a, "203.0.113.1", count=5, src="198.51.100.1")
+    sent, got = lab.tcp_transfer(b, a, "203.0.113.1", nbytes=8_000_000, src="198.51.100.1")
+    assert sent == got
+    esp_count, other = wire_is_ike_and_esp_in_udp(cap.stop())
+    assert other == 0 and esp_count > 1000
+    print(f"first trapped ping answered after {first_answer:.2f}s")
+
+
+def test_strongswan_rekey_under_ping_loses_nothing(lab):
+    a, b, da, sw = setup(lab)
+    sw.initiate(child="net")
+    old, _ = agree(da, sw)
+    ping = lab.popen(b, "ping -c 100 -i 0.05 -I 203.0.113.1 198.51.100.1", stdout=open(lab.workdir / "ping.txt", "w"))
+    time.sleep(1)
+    sw.rekey(child="net")
+    ping.wait(timeout=30)
+    text = (lab.workdir / "ping.txt").read_text()
+    assert " 0% packet loss" in text, text
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        kids = [c for s in list_sas(da) for c in s["children"]]
+        if len(kids) == 1 and kids[0]["spiIn"] != old["spiIn"]:
+            break
+        time.sleep(0.3)
+    new, theirs = agree(da, sw)
+    assert new["spiIn"] != old["spiIn"] and new["spiOut"] != old["spiOut"]
+
+
+def test_terminate_and_dead_peer(lab):
+    a, b, da, sw = setup(lab, sluice_extra={"dpd_delay": 2})
+    sw.initiate(child="net")
+    wait_child(da, "net")
+    sw.terminate(ike="gw")
+    wait_child(da, "net", installed=False)
+    assert list_sas(da) == []
+    # Traffic for the child without an SA is dropped, never sent in clear.
+    before = da.drops().get("no_sa", 0)
+    lab.ping(a, "203.0.113.1", count=2, src="198.51.100.1", check=False)
+    assert da.drops().get("no_sa", 0) >= before + 2
+    # Dead peer: charon killed; Sluice's DPD (2 s + the [ike] schedule) removes the SAs.
+    sw.initiate(child="net")
+    wait_child(da, "net")
+    sw.kill9()
+    wait_child(da, "net", installed=False, timeout=30)
+    assert "peer not responding" in da.log.read_text()
+
+
+def test_wrong_psk_fails_with_authentication_failed(lab):
+    a, b, da, sw = setup(lab, swan_psk=Secret.random())
+    r = sw._swanctl(["--initiate", "--child", "net", "--timeout", "8"], check=False)
+    assert r.returncode != 0
+    deadline = time.time() + 5
+    while time.time() < deadline and "AUTHENTICATION_FAILED" not in da.log.read_text():
+        time.sleep(0.2)
+    assert "AUTHENTICATION_FAILED" in da.log.read_text()
+    assert list_sas(da) == []
+    assert "AUTHENTICATION_FAILED" in sw.log()
