@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target for the ESP open path and the TCP offload paths, and runs it.
-#   fuzz/run.sh [seconds]      default 600 (10 minutes); prints libFuzzer's final stats
+# Builds the libFuzzer targets and runs them; prints libFuzzer's final stats.
+#   fuzz/run.sh [seconds] [open|ike|all]    default 600 (10 minutes) of `open`; `all` runs each
+#   open: the ESP open path and the TCP offload paths (fuzz/FuzzOpen.swift)
+#   ike:  the IKEv2 message codec, decode and re-encode (fuzz/FuzzIKE.swift)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}
+which=${2:-open}
+case "$which" in open|ike|all) ;; *) echo "usage: fuzz/run.sh [seconds] [open|ike|all]" >&2; exit 2 ;; esac
 out=.build/fuzz
 mkdir -p "$out/module" "$out/corpus"
 # The C shim, instrumented too, and a module map so the core's `import CSluiceCrypto` resolves.
@@ -16,9 +20,43 @@ module CSluiceCrypto {
     export *
 }
 MAP
-swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceFuzz \
-  -I "$out/module" Sources/SluiceCore/*.swift fuzz/FuzzOpen.swift "$out/sluice_crypto.o" -lcrypto \
-  -o "$out/fuzz-open"
-# A few seeds: one per mode byte, so every branch is reached from the start.
-for m in 0 1 2 3 4; do printf "\\x0$m\\x01\\x45\\x00\\x00\\x1c\\x00\\x00\\x00\\x00\\x40\\x11" > "$out/corpus/seed$m"; done
-"$out/fuzz-open" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 "$out/corpus" 2>&1 | tail -25
+
+run_open() {
+  swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceFuzz \
+    -I "$out/module" Sources/SluiceCore/*.swift fuzz/FuzzOpen.swift "$out/sluice_crypto.o" -lcrypto \
+    -o "$out/fuzz-open"
+  # A few seeds: one per mode byte, so every branch is reached from the start.
+  for m in 0 1 2 3 4; do printf "\\x0$m\\x01\\x45\\x00\\x00\\x1c\\x00\\x00\\x00\\x00\\x40\\x11" > "$out/corpus/seed$m"; done
+  "$out/fuzz-open" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 "$out/corpus" 2>&1 | tail -25
+}
+
+run_ike() {
+  # SluiceCore as its own module (the Wire sources `import SluiceCore`), then the codec, then
+  # the entry point; all instrumented (libFuzzer itself is linked into the last one only).
+  local lib="$out/ike-lib" corpus="$out/corpus-ike"
+  mkdir -p "$lib" "$corpus"
+  swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceCore \
+    -I "$out/module" -emit-module -emit-module-path "$lib/SluiceCore.swiftmodule" -emit-library -static \
+    -o "$lib/libSluiceCore.a" Sources/SluiceCore/*.swift
+  swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceIKE \
+    -I "$out/module" -I "$lib" -emit-module -emit-module-path "$lib/SluiceIKE.swiftmodule" -emit-library -static \
+    -o "$lib/libSluiceIKE.a" Sources/SluiceIKE/Wire/*.swift
+  swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceIKEFuzz \
+    -I "$out/module" -I "$lib" fuzz/FuzzIKE.swift -L "$lib" -lSluiceIKE -lSluiceCore "$out/sluice_crypto.o" -lcrypto \
+    -o "$out/fuzz-ike"
+  # Seeds, each as a datagram (mode 0) and as its payload chain (mode 1, first type = header's):
+  # strongSwan's IKE_SA_INIT and the messages of fuzz/ike-seeds (from the codec tests).
+  local f name
+  for f in tests/fixtures/ike/*.hex fuzz/ike-seeds/*.hex; do
+    name=$(basename "$f" .hex)
+    { printf '\x00'; xxd -r -p "$f"; } > "$corpus/seed-$name"
+    { printf '\x01'; xxd -r -p "$f" | tail -c +17 | head -c 1; xxd -r -p "$f" | tail -c +29; } > "$corpus/seed-$name-chain"
+  done
+  "$out/fuzz-ike" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 "$corpus" 2>&1 | tail -25
+}
+
+case "$which" in
+  open) run_open ;;
+  ike) run_ike ;;
+  all) run_open; run_ike ;;
+esac

@@ -1,5 +1,6 @@
 /// A bounds-checked cursor over `bytes[position ..< end]`: every read checks the end first
 /// and throws a `.malformed` error that names the field, the payload and the byte offset.
+/// Field names are autoclosures: built only when a read fails, not for every field read.
 /// Payload bodies and their substructures are read with one of these each, so a length
 /// inside a body can never reach past that body.
 struct WireReader {
@@ -23,45 +24,45 @@ struct WireReader {
         IKEDecodeError(.malformed(reason), offset: baseOffset + position, payload: payload)
     }
 
-    private func need(_ n: Int, _ field: String) throws(IKEDecodeError) {
+    private func need(_ n: Int, _ field: @autoclosure () -> String) throws(IKEDecodeError) {
         guard n >= 0, n <= remaining else {
-            throw malformed("\(PayloadType.name(payload)) payload ends inside its \(field) (\(n) bytes needed, \(max(remaining, 0)) left)")
+            throw malformed("\(PayloadType.name(payload)) payload ends inside its \(field()) (\(n) bytes needed, \(max(remaining, 0)) left)")
         }
     }
 
-    mutating func u8(_ field: String) throws(IKEDecodeError) -> UInt8 {
-        try need(1, field)
+    mutating func u8(_ field: @autoclosure () -> String) throws(IKEDecodeError) -> UInt8 {
+        try need(1, field())
         defer { position += 1 }
         return bytes[position]
     }
 
-    mutating func u16(_ field: String) throws(IKEDecodeError) -> UInt16 {
-        try need(2, field)
+    mutating func u16(_ field: @autoclosure () -> String) throws(IKEDecodeError) -> UInt16 {
+        try need(2, field())
         defer { position += 2 }
         return UInt16(bytes[position]) << 8 | UInt16(bytes[position + 1])
     }
 
-    mutating func u32(_ field: String) throws(IKEDecodeError) -> UInt32 {
-        try need(4, field)
+    mutating func u32(_ field: @autoclosure () -> String) throws(IKEDecodeError) -> UInt32 {
+        try need(4, field())
         defer { position += 4 }
         var v: UInt32 = 0
         for i in 0..<4 { v = v << 8 | UInt32(bytes[position + i]) }
         return v
     }
 
-    mutating func u64(_ field: String) throws(IKEDecodeError) -> UInt64 {
-        let high = try u32(field), low = try u32(field)
+    mutating func u64(_ field: @autoclosure () -> String) throws(IKEDecodeError) -> UInt64 {
+        let high = try u32(field()), low = try u32(field())
         return UInt64(high) << 32 | UInt64(low)
     }
 
-    mutating func take(_ n: Int, _ field: String) throws(IKEDecodeError) -> [UInt8] {
-        try need(n, field)
+    mutating func take(_ n: Int, _ field: @autoclosure () -> String) throws(IKEDecodeError) -> [UInt8] {
+        try need(n, field())
         defer { position += n }
         return Array(bytes[position ..< position + n])
     }
 
-    mutating func skip(_ n: Int, _ field: String) throws(IKEDecodeError) {
-        try need(n, field)
+    mutating func skip(_ n: Int, _ field: @autoclosure () -> String) throws(IKEDecodeError) {
+        try need(n, field())
         position += n
     }
 
@@ -74,9 +75,9 @@ struct WireReader {
 
     /// A reader over the next `n` bytes (a substructure whose own length said `n`), which this
     /// reader then skips. `what` names the substructure for the error when `n` runs past the end.
-    mutating func substructure(_ n: Int, _ what: String) throws(IKEDecodeError) -> WireReader {
+    mutating func substructure(_ n: Int, _ what: @autoclosure () -> String) throws(IKEDecodeError) -> WireReader {
         guard n >= 0, n <= remaining else {
-            throw malformed("\(what) length \(n) runs past its payload (\(max(remaining, 0)) bytes left)")
+            throw malformed("\(what()) length \(n) runs past its payload (\(max(remaining, 0)) bytes left)")
         }
         let sub = WireReader(bytes, from: position, to: position + n, payload: payload, baseOffset: baseOffset)
         position += n
@@ -107,12 +108,12 @@ extension Array where Element == UInt8 {
 /// Field widths the encoder writes. Values built by Sluice itself must fit; one that does not
 /// is a bug in the caller (anything decoded from a peer fits by construction, since it was read
 /// from a field of the same width), so it stops here instead of going out truncated.
-func wireU8(_ v: Int, _ field: String) -> UInt8 {
-    guard let w = UInt8(exactly: v) else { preconditionFailure("IKE encode: \(field) \(v) does not fit in one byte") }
+func wireU8(_ v: Int, _ field: @autoclosure () -> String) -> UInt8 {
+    guard let w = UInt8(exactly: v) else { preconditionFailure("IKE encode: \(field()) \(v) does not fit in one byte") }
     return w
 }
 
-func wireU16(_ v: Int, _ field: String) -> UInt16 {
-    guard let w = UInt16(exactly: v) else { preconditionFailure("IKE encode: \(field) \(v) does not fit in two bytes") }
+func wireU16(_ v: Int, _ field: @autoclosure () -> String) -> UInt16 {
+    guard let w = UInt16(exactly: v) else { preconditionFailure("IKE encode: \(field()) \(v) does not fit in two bytes") }
     return w
 }
