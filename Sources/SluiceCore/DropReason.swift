@@ -20,6 +20,7 @@ public enum DropReason: String, CaseIterable, Sendable, Error, CustomStringConve
     case policyDiscard = "policy_discard"        // a DISCARD policy matched
     case noPolicy = "no_policy"                  // nothing matched and the default is discard
     case noSA = "no_sa"                          // a PROTECT policy matched but has no live SA (never sent in clear)
+    case holdFull = "hold_full"                  // waiting for an SA being negotiated, but its hold queue was full
     case cryptoError = "crypto_error"            // the crypto library failed (not an ICV mismatch)
     case stateError = "state_error"              // sequence reservation could not be made durable
     case natKeepalive = "nat_keepalive"          // RFC 3948 keepalive: consumed here

@@ -72,6 +72,15 @@ public enum PacketProcessor {
         }
     }
 
+    /// For a packet just refused as `no_sa`: the origin of the PROTECT policy that has no SA
+    /// yet, so the worker can hold the packet until one is negotiated (nil otherwise).
+    public static func pendingPolicy(_ buf: PacketBuffer, database db: SecurityDatabase) -> String? {
+        guard let h = try? buf.withBytes({ (p) throws(DropReason) in try IPHeaderInfo.parse(p) }) else { return nil }
+        let key = buf.withBytes { FlowKey(header: h, packet: $0) }
+        guard let policy = db.lookupOutbound(key), case .protect = policy.policy.action, policy.sas.isEmpty else { return nil }
+        return policy.policy.origin
+    }
+
     /// The outbound path for a TCP packet a GSO queue handed over whole: the SPD decides
     /// once for all of it; under PROTECT it is cut into segments no larger than the SA's
     /// MTU or the receiver's MSS allows, and each is sealed and passed to `emit` (the ESP

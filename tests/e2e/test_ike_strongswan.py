@@ -88,12 +88,13 @@ def test_sluice_initiates_on_the_first_packet(lab):
     a, b, da, sw = setup(lab, "aes128-sha256-modp2048", "aes128-sha256", sluice_start="trap")
     cap = lab.capture(a, "va", "wire")
     t0 = time.time()
-    # The first ping raises the acquire; ping retries once a second until the SA is up.
-    r = lab.sh(a, "ping -c 1 -w 10 -I 198.51.100.1 203.0.113.1", check=False, timeout=20)
+    # The first ping raises the acquire, is held while the SAs are negotiated, and is answered.
+    r = lab.sh(a, "ping -c 1 -W 5 -I 198.51.100.1 203.0.113.1", check=False, timeout=20)
     first_answer = time.time() - t0
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sum(q.get("heldSent") or 0 for q in da.stats()["queues"]) >= 1
     wait_child(da, "net")
     agree(da, sw)
-    assert r.returncode == 0, r.stdout + r.stderr
     lab.ping(a, "203.0.113.1", count=5, src="198.51.100.1")
     sent, got = lab.tcp_transfer(b, a, "203.0.113.1", nbytes=8_000_000, src="198.51.100.1")
     assert sent == got
@@ -129,9 +130,13 @@ def test_terminate_and_dead_peer(lab):
     sw.terminate(ike="gw")
     wait_child(da, "net", installed=False)
     assert list_sas(da) == []
-    # Traffic for the child without an SA is dropped, never sent in clear.
+    # Traffic for the child without an SA is held and dropped, never sent in clear
+    # (start_action = "none": no acquire, so it waits out the hold timeout).
     before = da.drops().get("no_sa", 0)
     lab.ping(a, "203.0.113.1", count=2, src="198.51.100.1", check=False)
+    deadline = time.time() + 15
+    while time.time() < deadline and da.drops().get("no_sa", 0) < before + 2:
+        time.sleep(0.5)
     assert da.drops().get("no_sa", 0) >= before + 2
     # Dead peer: charon killed; Sluice's DPD (2 s + the [ike] schedule) removes the SAs.
     sw.initiate(child="net")

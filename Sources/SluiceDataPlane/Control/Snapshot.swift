@@ -33,6 +33,8 @@ public struct StatsSnapshot: Codable, Sendable {
         public var wholePackets: UInt64? = nil, segments: UInt64? = nil
         /// Decrypted TCP segments merged into the previous one (receive-side GRO).
         public var coalesced: UInt64? = nil
+        /// Packets held for an SA being negotiated, and those of them sent once it was up.
+        public var held: UInt64? = nil, heldSent: UInt64? = nil
         public var latencyP50Nanos, latencyP99Nanos: UInt64
         public var drops: [String: UInt64]
     }
@@ -97,6 +99,7 @@ extension StatsSnapshot {
                               receiveOverruns: s.receiveOverruns.load, verdictErrors: s.verdictErrors.load, ioErrors: s.ioErrors.load,
                               injected: s.injected.load, injectErrors: s.injectErrors.load,
                               wholePackets: s.wholePackets.load, segments: s.segments.load, coalesced: s.coalesced.load,
+                              held: s.held.load, heldSent: s.heldSent.load,
                               latencyP50Nanos: s.percentile(0.5), latencyP99Nanos: s.percentile(0.99), drops: drops)
         }
         let now = monotonicNanos() / 1_000_000_000

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SluiceConfig
 import SluiceCore
+import SluiceIKE
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -151,6 +152,10 @@ public final class Daemon: @unchecked Sendable {
                 w.localAddresses = localAddresses
             }
             w.onVerdictError = { code in log.debug("kernel refused a verdict on queue \(q): \(Errno(code))") }
+            // Children that negotiate on demand hold their first packets (trap, and dpd_action
+            // trap/restart after a dead peer); start_action = "none" waits for the peer: drop.
+            let holding = Set(config.connections.flatMap { $0.children }.filter { $0.startAction != .none || $0.dpdAction != .clear }.map(\.name))
+            if !holding.isEmpty { w.holds = { IKEAgent.child(fromTrapOrigin: $0).map(holding.contains) ?? false } }
             workers.append(w)
         }
         writer.start()

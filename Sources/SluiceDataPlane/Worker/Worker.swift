@@ -49,6 +49,11 @@ public final class Worker: @unchecked Sendable {
     var merge = TCPCoalescer()
     var mergeFirst = sluice_nfq_message()
     var mergeMark: UInt32 = 0
+    /// Packets waiting for an SA being negotiated (see `WorkerHold.swift`).
+    var holdQueue = HoldQueue()
+    /// Which PROTECT policies without an SA hold their packets (those an IKE agent
+    /// negotiates on demand); nil: none, every such packet is dropped as no_sa.
+    public var holds: (@Sendable (String) -> Bool)?
     /// See `SluiceConfiguration.busyPollMicros`.
     public var busyPollNanos: UInt64 = 0
     var onVerdictError: (@Sendable (Int32) -> Void)?
@@ -89,11 +94,13 @@ public final class Worker: @unchecked Sendable {
             let n = packetIO.receive(into: io, wait: !open)
             if n < 0 {
                 if open { finishBatch(closingMerge: true) }
+                if !holdQueue.isEmpty { releaseHeld() }
                 if !isTransient(receiveError: Int32(-n)) { usleep(1000) }
                 continue
             }
             processBatch(count: n, closingMerge: false)
             if busyPollNanos > 0 { busyPoll() }
+            if !holdQueue.isEmpty { releaseHeld() }
         }
     }
 
@@ -212,6 +219,14 @@ public final class Worker: @unchecked Sendable {
             stats.drop(reason)
             stats.icmpSent.add()
             passRewritten(msg, mark: mark, sourceIsLocal: true)
+        case .drop(.noSA) where holds != nil && msg.skb_info & Worker.skbGSO == 0:
+            // Being negotiated: the packet waits for its SA (a copy; the original is dropped).
+            switch hold() {
+            case .held: break
+            case .full: stats.drop(.holdFull)
+            case .notHeld: stats.drop(.noSA)
+            }
+            verdict(msg, accept: false, mark: nil, rewritten: false)
         case let .drop(reason):
             stats.drop(reason)
             verdict(msg, accept: false, mark: nil, rewritten: false)

@@ -40,6 +40,8 @@ public final class WorkerStats: Sendable {
     public let wholePackets = Counter()      // GSO packets taken whole and cut here
     public let segments = Counter()          // ESP packets sent for them
     public let coalesced = Counter()         // decrypted TCP segments merged into the one before
+    public let held = Counter()              // packets held for an SA being negotiated (acquire)
+    public let heldSent = Counter()          // of those, sent once the SA was there
     public let drops: [Counter] = DropReason.allCases.map { _ in Counter() }
     /// Processing time per packet, log2 buckets of nanoseconds.
     public let latency: [Counter] = (0..<40).map { _ in Counter() }
