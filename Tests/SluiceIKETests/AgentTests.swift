@@ -186,6 +186,31 @@ enum Profiles {
         expectMatching(p)
     }
 
+    @Test func ikeRekeyMovesTheChildrenAndDerivesFromTheOldKeys() throws {
+        let p = try Profiles.pair()
+        try p.a.initiate(child: "net-a", now: p.now)
+        p.run()
+        let before = Set(p.a.sessions.keys)
+        try p.a.rekey(ike: "to-b", now: p.now)
+        p.run()
+        #expect(p.a.sessions.count == 1 && p.b.sessions.count == 1, "the old IKE SA is deleted after the rekey")
+        #expect(before.isDisjoint(with: p.a.sessions.keys))
+        #expect(p.backendA.removed.isEmpty && p.backendA.children.count == 1, "the CHILD_SA lives on")
+        #expect(p.a.sessions.values.first?.children.count == 1 && p.b.sessions.values.first?.children.count == 1)
+        // A CHILD_SA rekey on the new IKE SA: KEYMAT comes from the new SK_d, the same on both sides.
+        try p.a.rekey(child: "net-a", now: p.now)
+        p.run()
+        expectMatching(p)
+        // The peer can rekey too.
+        try p.b.rekey(ike: "to-a", now: p.now)
+        p.run()
+        #expect(p.a.sessions.count == 1 && p.b.sessions.count == 1)
+        #expect(p.a.sessions.values.first?.role == .responder)
+        try p.b.rekey(child: "net-b", now: p.now)
+        p.run()
+        expectMatching(p)
+    }
+
     @Test func terminateChildAndIKERemoveEverything() throws {
         let p = try Profiles.pair()
         try p.a.initiate(child: "net-a", now: p.now)

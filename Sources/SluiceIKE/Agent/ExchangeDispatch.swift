@@ -33,13 +33,16 @@ extension IKEAgent {
             response = handleAuthRequest(s, inner, now: now)
             closeAfter = s.state == .deleting
         case .createChildSA:
-            guard s.state == .established else { response = [.notify(NotifyPayload(type: NotifyType.invalidSyntax))]; break }
+            guard s.state == .established else {
+                // A rekeyed (or deleting) IKE SA takes no new work (§2.8.2 TEMPORARY_FAILURE).
+                response = [.notify(NotifyPayload(type: s.state == .rekeyed || s.state == .deleting ? NotifyType.temporaryFailure : NotifyType.invalidSyntax))]
+                break
+            }
             if inner.contains(where: { if case let .notify(n) = $0 { return n.type == NotifyType.rekeySA }; return false })
                 || !inner.contains(where: { if case let .sa(p) = $0 { return p.first?.protocolID == .ike }; return false }) {
                 response = childResponsePayloads(s, inner, initial: false, now: now)
             } else {
-                // IKE SA rekey by the peer: not yet supported; the peer keeps the old IKE SA (§2.18 allows refusing).
-                response = [.notify(NotifyPayload(type: NotifyType.noAdditionalSAs))]
+                response = handleIKERekeyRequest(s, inner, now: now)
             }
         case .informational:
             (response, closeAfter) = handleInformational(s, inner, now: now)
@@ -54,7 +57,7 @@ extension IKEAgent {
         s.cachedResponse = (id, datagram)
         transport.send(datagram, from: s.local, to: from)
         counters.sent += 1
-        if closeAfter { close(s, why: s.state == .deleting && s.establishedAt == nil ? "authentication failed" : "deleted by the peer") }
+        if closeAfter { close(s, why: s.state == .rekeyed ? "replaced by its rekey" : s.state == .deleting && s.establishedAt == nil ? "authentication failed" : "deleted by the peer") }
         else { pump(s, now: now) }
     }
 
@@ -88,8 +91,10 @@ extension IKEAgent {
                 }
             }
         case .deleteIKE:
-            close(s, why: "deleted")
+            close(s, why: s.state == .rekeyed ? "rekeyed" : "deleted")
             return
+        case let .rekeyIKE(r):
+            completeIKERekey(s, r, inner, now: now)
         case .dpd, .ikeInit:
             break
         }

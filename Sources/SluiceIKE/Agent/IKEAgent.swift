@@ -53,10 +53,10 @@ public final class IKEAgent {
         }
     }
 
-    /// `sluice rekey --ike`: not yet supported (the IKE SA lives until deleted or reauthenticated).
+    /// `sluice rekey --ike`: a new IKE SA with fresh keys; the CHILD_SAs move over.
     public func rekey(ike name: String, now: Double) throws(AgentError) {
         guard connections.contains(where: { $0.name == name }) else { throw .unknownConnection(name) }
-        throw .unsupported("IKE SA rekeying is not implemented yet; CHILD_SAs rekey (sluice rekey --child)")
+        for s in sessions.values where s.connection.name == name && s.state == .established { startIKERekey(s, now: now) }
     }
 
     /// `sluice initiate --child`: an IKE SA to the peer if there is none, then the CHILD_SA.
@@ -175,6 +175,7 @@ public final class IKEAgent {
                 if let at = child.removeAt, now >= at { removeChild(s, child, why: nil) }
                 else if child.state == .installed, let at = child.rekeyAt, now >= at { startRekey(s, child, now: now) }
             }
+            if let at = s.rekeyAt, now >= at { startIKERekey(s, now: now) }
         }
     }
 
@@ -240,7 +241,8 @@ public final class IKEAgent {
 
     /// Sends the next queued request if none is in flight.
     func pump(_ s: IKESession, now: Double) {
-        guard s.state == .established, s.outstanding == nil else { return }
+        // A rekeyed IKE SA still sends the delete that retires it.
+        guard s.state == .established || (s.state == .rekeyed && !s.pending.isEmpty), s.outstanding == nil else { return }
         while s.outstanding == nil {
             if !s.pending.isEmpty {
                 let p = s.pending.removeFirst()
@@ -262,7 +264,7 @@ public final class IKEAgent {
             exchange = .informational; inner = []
         case .deleteIKE:
             exchange = .informational; inner = [.delete(DeletePayload(protocolID: .ike, spis: []))]
-            s.state = .deleting
+            if s.state != .rekeyed { s.state = .deleting }
         case let .deleteChild(child):
             exchange = .informational
             inner = [.delete(DeletePayload(protocolID: .esp, spis: [Self.spiBytes(child.inboundSPI)]))]
@@ -271,6 +273,9 @@ public final class IKEAgent {
             guard let built = childRequestPayloads(s, &request, initial: false) else { return }
             inner = built
             purpose = .createChild(request)
+        case let .rekeyIKE(r):
+            exchange = .createChildSA
+            inner = ikeRekeyRequestPayloads(s, r)
         case .ikeInit, .ikeAuth:
             return
         }

@@ -61,6 +61,7 @@ final class IKESession {
         case deleteChild(ChildSA)
         case deleteIKE
         case dpd
+        case rekeyIKE(IKERekey)
     }
 
     init(role: Role, connection: ConnectionProfile, spiI: UInt64, spiR: UInt64, local: Endpoint, remote: Endpoint,
@@ -102,6 +103,13 @@ final class IKESession {
         receiveCipher = nil
         dh = nil
     }
+}
+
+/// Our half of an IKE SA rekey in flight: the new IKE SA's SPI (ours), nonce and key exchange.
+struct IKERekey {
+    var spi: UInt64
+    var nonce: [UInt8]
+    var dh: DiffieHellman
 }
 
 /// A CHILD_SA to be negotiated: which child, why, and (for trap) the packet that asked.

@@ -1,0 +1,118 @@
+import SluiceCore
+
+/// IKE SA rekey (RFC 7296 §1.3.2, §2.18): CREATE_CHILD_SA with an IKE proposal, new SPIs,
+/// nonces and a fresh key exchange; SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr). The
+/// CHILD_SAs move to the new IKE SA; whoever started the rekey then deletes the old one.
+extension IKEAgent {
+    func startIKERekey(_ s: IKESession, now: Double) {
+        guard s.state == .established, let group = s.algorithms?.dh, let dh = try? DiffieHellman(group: group) else { return }
+        s.rekeyAt = nil
+        enqueue(s, .rekeyIKE(IKERekey(spi: Self.newSPI(), nonce: Self.randomBytes(Self.nonceLength), dh: dh)), now: now)
+    }
+
+    func ikeRekeyRequestPayloads(_ s: IKESession, _ r: IKERekey) -> [Payload] {
+        // The group we use now goes first, so the peer can answer without INVALID_KE_PAYLOAD.
+        let proposals = s.connection.proposals.enumerated().map { $1.wireProposal(number: UInt8($0 + 1), protocolID: .ike, spi: Self.spiBytes(r.spi)) }
+        return [.sa(proposals), .nonce(r.nonce), .ke(group: r.dh.group.rawValue, data: r.dh.publicValue)]
+    }
+
+    /// Responder: the peer rekeys the IKE SA. Returns the response payloads.
+    func handleIKERekeyRequest(_ s: IKESession, _ inner: [Payload], now: Double) -> [Payload] {
+        guard case let .sa(offered)? = inner.first(where: { if case .sa = $0 { return true }; return false }),
+              case let .nonce(ni)? = inner.first(where: { if case .nonce = $0 { return true }; return false }), (16...256).contains(ni.count),
+              case let .ke(keGroup, keData)? = inner.first(where: { if case .ke = $0 { return true }; return false }) else {
+            return [.notify(NotifyPayload(type: NotifyType.invalidSyntax))]
+        }
+        if s.pending.contains(where: { if case .rekeyIKE = $0 { return true }; return false })
+            || { if case .rekeyIKE? = s.outstanding?.purpose { return true }; return false }() {
+            // Both sides rekeying at once (§2.8.2): refuse theirs; ours goes on.
+            return [.notify(NotifyPayload(type: NotifyType.temporaryFailure))]
+        }
+        guard let (chosen, alg) = ProposalSpec.select(offered: offered, configured: s.connection.proposals, protocolID: .ike),
+              let prf = alg.prf, let group = alg.dh, chosen.spi.count == 8, let oldKeys = s.keys else {
+            return [.notify(NotifyPayload(type: NotifyType.noProposalChosen))]
+        }
+        guard keGroup == group.rawValue else {
+            return [.notify(NotifyPayload(type: NotifyType.invalidKEPayload, data: [UInt8(group.rawValue >> 8), UInt8(truncatingIfNeeded: group.rawValue)]))]
+        }
+        guard let dh = try? DiffieHellman(group: group), let secret = try? dh.sharedSecret(peer: keData) else {
+            return [.notify(NotifyPayload(type: NotifyType.invalidSyntax))]
+        }
+        let peerSPI = chosen.spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let ourSPI = Self.newSPI()
+        let nr = Self.randomBytes(Self.nonceLength)
+        let keys = IKEKeys.rekey(prf: prf, oldSKd: oldKeys.skD, encryption: alg.encryption, integrity: alg.integrity,
+                                 sharedSecret: secret, nonceI: ni, nonceR: nr, spiI: peerSPI, spiR: ourSPI)
+        secret.wipe()
+        guard let next = successor(of: s, role: .responder, spiI: peerSPI, spiR: ourSPI, alg: alg, keys: keys, now: now) else {
+            return [.notify(NotifyPayload(type: NotifyType.noProposalChosen))]
+        }
+        next.nonceI = ni
+        next.nonceR = nr
+        var mine = chosen
+        mine.spi = Self.spiBytes(ourSPI)
+        log(AgentLog(.notice, "IKE SA \(s.label) rekeyed by the peer: now \(next.label) (\(alg.summary))"))
+        return [.sa([mine]), .nonce(nr), .ke(group: group.rawValue, data: dh.publicValue)]
+    }
+
+    /// Initiator: the answer to our IKE SA rekey.
+    func completeIKERekey(_ s: IKESession, _ r: IKERekey, _ inner: [Payload], now: Double) {
+        let notifies = inner.compactMap { if case let .notify(n) = $0 { return n } else { return nil } }
+        if let err = notifies.first(where: { NotifyType.isError($0.type) }) {
+            log(AgentLog(.warning, "IKE SA \(s.label): rekey refused by the peer (\(NotifyType.name(err.type) ?? "notify \(err.type)")); retrying later"))
+            s.rekeyAt = now + 30
+            return
+        }
+        guard case let .sa(chosen)? = inner.first(where: { if case .sa = $0 { return true }; return false }), chosen.count == 1,
+              chosen[0].spi.count == 8, let alg = NegotiatedAlgorithms(chosen: chosen[0]), s.connection.proposals.contains(where: { $0.admits(alg) }),
+              let prf = alg.prf, alg.dh == r.dh.group, let oldKeys = s.keys,
+              case let .nonce(nr)? = inner.first(where: { if case .nonce = $0 { return true }; return false }), (16...256).contains(nr.count),
+              case let .ke(g, kd)? = inner.first(where: { if case .ke = $0 { return true }; return false }), g == r.dh.group.rawValue,
+              let secret = try? r.dh.sharedSecret(peer: kd) else {
+            log(AgentLog(.error, "IKE SA \(s.label): the rekey answer is malformed or was not offered; keeping the IKE SA"))
+            s.rekeyAt = now + 30
+            return
+        }
+        let peerSPI = chosen[0].spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let keys = IKEKeys.rekey(prf: prf, oldSKd: oldKeys.skD, encryption: alg.encryption, integrity: alg.integrity,
+                                 sharedSecret: secret, nonceI: r.nonce, nonceR: nr, spiI: r.spi, spiR: peerSPI)
+        secret.wipe()
+        guard let next = successor(of: s, role: .initiator, spiI: r.spi, spiR: peerSPI, alg: alg, keys: keys, now: now) else { return }
+        next.nonceI = r.nonce
+        next.nonceR = nr
+        log(AgentLog(.notice, "IKE SA \(s.label) rekeyed: now \(next.label) (\(alg.summary))"))
+        enqueue(s, .deleteIKE, now: now)
+    }
+
+    /// The new IKE SA of a rekey: same peer, identities and NAT state, the children moved over.
+    func successor(of s: IKESession, role: IKESession.Role, spiI: UInt64, spiR: UInt64, alg: NegotiatedAlgorithms,
+                   keys: IKEKeys, now: Double) -> IKESession? {
+        let n = IKESession(role: role, connection: s.connection, spiI: spiI, spiR: spiR, local: s.local, remote: s.remote,
+                           now: now, reason: "rekey")
+        do {
+            let (sendKey, sendInteg, recvKey, recvInteg) = role == .initiator ? (keys.skEi, keys.skAi, keys.skEr, keys.skAr) : (keys.skEr, keys.skAr, keys.skEi, keys.skAi)
+            n.sendCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: sendKey, integrityKey: alg.integrity == nil ? nil : sendInteg)
+            n.receiveCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: recvKey, integrityKey: alg.integrity == nil ? nil : recvInteg)
+        } catch {
+            log(AgentLog(.error, "IKE SA \(s.label): cannot set up the rekeyed IKE SA's ciphers: \(error)"))
+            return nil
+        }
+        n.keys = keys
+        n.algorithms = alg
+        n.state = .established
+        n.establishedAt = now
+        n.lastHeard = now
+        n.remoteID = s.remoteID
+        n.peerBehindNAT = s.peerBehindNAT
+        n.localBehindNAT = s.localBehindNAT
+        n.rekeyAt = s.connection.rekeyTime > 0 ? now + Self.jittered(s.connection.rekeyTime) : nil
+        n.children = s.children
+        n.queuedChildren = s.queuedChildren
+        s.children = []
+        s.queuedChildren = []
+        s.state = .rekeyed
+        s.rekeyAt = nil
+        sessions[n.ourSPI] = n
+        return n
+    }
+}
