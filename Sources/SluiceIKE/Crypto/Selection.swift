@@ -109,7 +109,7 @@ public struct NegotiatedAlgorithms: Sendable, Equatable {
         }
         var byType: [TransformType: WireTransform] = [:]
         for t in chosen.transforms {
-            guard Self.allowedTypes(p).contains(t.type) else { throw NegotiationError("\(name) has a \(t.type) transform") }
+            guard Self.allowedTypes(p).contains(t.type) else { throw NegotiationError("\(name) has an unexpected \(t.type) transform") }
             guard byType[t.type] == nil else { throw NegotiationError("\(name) has more than one \(t.type) transform") }
             guard offer.transforms.contains(t) else {
                 throw NegotiationError("\(name) chose \(t.type) transform \(t.id) that was not offered")
