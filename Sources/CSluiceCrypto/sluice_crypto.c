@@ -17,6 +17,7 @@ struct sluice_cipher {
 struct sluice_hmac {
     EVP_MAC *mac;
     EVP_MAC_CTX *ctx;
+    size_t size;
 };
 
 static const EVP_CIPHER *pick_cipher(sluice_cipher_kind kind, size_t key_len) {
@@ -99,24 +100,67 @@ int sluice_cbc_crypt(sluice_cipher *c, int encrypt, const uint8_t iv[16], uint8_
     return EVP_CipherFinal_ex(ctx, data + out_len, &out_len) == 1;
 }
 
-sluice_hmac *sluice_hmac_sha256_new(const uint8_t *key, size_t key_len) {
-    if (key == NULL || key_len == 0) return NULL;
+static char *digest_name(sluice_digest digest) {
+    switch (digest) {
+    case SLUICE_DIGEST_SHA256: return "SHA256";
+    case SLUICE_DIGEST_SHA384: return "SHA384";
+    case SLUICE_DIGEST_SHA512: return "SHA512";
+    }
+    return NULL;
+}
+
+sluice_hmac *sluice_hmac_new(sluice_digest digest, const uint8_t *key, size_t key_len) {
+    char *name = digest_name(digest);
+    if (name == NULL || (key == NULL && key_len > 0)) return NULL;
+    // OpenSSL treats a NULL key as "keep the previous one"; an empty key needs a pointer.
+    static const uint8_t no_key = 0;
+    if (key == NULL) key = &no_key;
     sluice_hmac *h = calloc(1, sizeof(*h));
     if (h == NULL) return NULL;
     h->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     if (h->mac == NULL) goto fail;
     h->ctx = EVP_MAC_CTX_new(h->mac);
     if (h->ctx == NULL) goto fail;
-    char digest[] = "SHA256";
     OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, name, 0),
         OSSL_PARAM_construct_end(),
     };
     if (EVP_MAC_init(h->ctx, key, key_len, params) != 1) goto fail;
+    h->size = EVP_MAC_CTX_get_mac_size(h->ctx);
+    if (h->size == 0 || h->size > 64) goto fail;
     return h;
 fail:
     sluice_hmac_free(h);
     return NULL;
+}
+
+sluice_hmac *sluice_hmac_sha256_new(const uint8_t *key, size_t key_len) {
+    if (key == NULL || key_len == 0) return NULL;
+    return sluice_hmac_new(SLUICE_DIGEST_SHA256, key, key_len);
+}
+
+size_t sluice_hmac_size(const sluice_hmac *h) {
+    return h == NULL ? 0 : h->size;
+}
+
+int sluice_hmac_begin(sluice_hmac *h) {
+    // A NULL key re-initialises with the key given at creation (OpenSSL 3).
+    return h != NULL && EVP_MAC_init(h->ctx, NULL, 0, NULL) == 1;
+}
+
+int sluice_hmac_update(sluice_hmac *h, const uint8_t *data, size_t len) {
+    if (h == NULL || (data == NULL && len > 0)) return 0;
+    return len == 0 || EVP_MAC_update(h->ctx, data, len) == 1;
+}
+
+int sluice_hmac_finish(sluice_hmac *h, uint8_t *out, size_t out_len) {
+    if (h == NULL || out == NULL || out_len == 0 || out_len > h->size) return 0;
+    uint8_t full[64];
+    size_t full_len = 0;
+    int ok = EVP_MAC_final(h->ctx, full, &full_len, sizeof(full)) == 1 && full_len == h->size;
+    if (ok) memcpy(out, full, out_len);
+    OPENSSL_cleanse(full, sizeof(full));
+    return ok;
 }
 
 void sluice_hmac_free(sluice_hmac *h) {
@@ -128,7 +172,7 @@ void sluice_hmac_free(sluice_hmac *h) {
 
 int sluice_hmac_sha256(sluice_hmac *h, const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
                        uint8_t out[32]) {
-    if (h == NULL) return 0;
+    if (h == NULL || h->size != 32) return 0;
     size_t out_len = 0;
     // A NULL key re-initialises with the key given at creation (OpenSSL 3).
     if (EVP_MAC_init(h->ctx, NULL, 0, NULL) != 1) return 0;
