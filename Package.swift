@@ -29,7 +29,7 @@ let package = Package(
         // IKEv2 (RFC 7296): messages, crypto, IKE SA state machines. Pure: no sockets, no threads.
         .target(name: "SluiceIKE", dependencies: ["SluiceCore", "CSluiceCrypto"]),
         // Config file reader (a TOML subset that keeps line numbers for errors).
-        .target(name: "SluiceConfig", dependencies: ["SluiceCore"]),
+        .target(name: "SluiceConfig", dependencies: ["SluiceCore", "SluiceIKE"]),
         // NFQUEUE workers, nftables redirector, sequence state, control socket.
         .target(
             name: "SluiceDataPlane",

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import SluiceCore
+import SluiceIKE
 
 /// `[[connection]]`, `[[connection.child]]` and `[ike]`. Defaults follow strongSwan's
 /// swanctl.conf and charon, so a config ported from there means the same here.
@@ -220,8 +221,8 @@ extension Validator {
         return out
     }
 
-    /// proposals / esp_proposals: strongSwan's words ("aes128gcm16-prfsha256-x25519"),
-    /// checked for shape only: the IKE agent knows the algorithms.
+    /// proposals / esp_proposals: strongSwan's words ("aes128gcm16-prfsha256-x25519"), each
+    /// parsed as the IKE agent will, so an unknown or unsupported algorithm is named here.
     mutating func proposalList(_ t: TOMLTable, _ k: String) -> [String]? {
         guard let (list, line) = stringList(t, k) else { return nil }
         for p in list {
@@ -229,6 +230,12 @@ extension Validator {
                 && p.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
             if !shaped {
                 error(line, "\(k): \"\(p)\" is not a proposal like \"aes128gcm16-prfsha256-x25519\" (lower-case letters, digits and '-')")
+                return nil
+            }
+            do {
+                _ = k == "esp_proposals" ? try ProposalSpec.parseESP(p) : try ProposalSpec.parseIKE(p)
+            } catch {
+                self.error(line, "\(k): \(error)")
                 return nil
             }
         }

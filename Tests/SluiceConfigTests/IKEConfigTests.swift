@@ -224,7 +224,7 @@ struct IKEConfigTests {
          "remote_addrs (IPv6) and local_addrs (IPv4) share no address family"),
         ("bad proposal", "auth = \"psk\"", "proposals = [\"AES128-sha256\"]\nauth = \"psk\"", 5,
          "proposals: \"AES128-sha256\" is not a proposal like \"aes128gcm16-prfsha256-x25519\""),
-        ("empty proposal", "auth = \"psk\"", "proposals = [\"aes128-sha256\", \"\"]\nauth = \"psk\"", 5, "proposals: \"\" is not a proposal"),
+        ("empty proposal", "auth = \"psk\"", "proposals = [\"aes128-sha256-modp2048\", \"\"]\nauth = \"psk\"", 5, "proposals: \"\" is not a proposal"),
         ("proposal shape", "auth = \"psk\"", "proposals = [\"aes128--sha256\"]\nauth = \"psk\"", 5, "proposals: \"aes128--sha256\" is not a proposal"),
         ("local_id with @", "auth = \"psk\"", "local_id = \"@gw-a.example\"\nauth = \"psk\"", 5,
          "local_id = \"@gw-a.example\" is not an IP address, an FQDN (gw.example) or user@fqdn (write the FQDN without '@')"),
@@ -267,6 +267,11 @@ struct IKEConfigTests {
         ("tfc_pad in transport", "name = \"net\"", "name = \"net\"\nmode = \"transport\"\ntfc_pad = 16", 11, "tfc_pad needs tunnel mode"),
         ("esp_proposals", "name = \"net\"", "name = \"net\"\nesp_proposals = [\"aes128gcm16\", \"AES\"]", 10, "esp_proposals: \"AES\" is not a proposal"),
         ("child name taken by an SA", "name = \"net\"", "name = \"a-to-b\"", 9, "@SA@"),
+        // Parsed as the agent will: algorithms are named, not only the shape checked.
+        ("unknown algorithm", "auth = \"psk\"", "proposals = [\"aes128-sha256-modp2049\"]\nauth = \"psk\"", 5,
+         "proposals: unknown algorithm 'modp2049' in 'aes128-sha256-modp2049'"),
+        ("unsupported algorithm", "auth = \"psk\"", "proposals = [\"3des-sha1-modp1024\"]\nauth = \"psk\"", 5, "not supported"),
+        ("ESP integrity the data plane lacks", "name = \"net\"", "name = \"net\"\nesp_proposals = [\"aes128-sha512\"]", 10, "esp_proposals: "),
     ]
 
     @Test("broken connections and children: one FILE:LINE error each", arguments: corpus.indices)

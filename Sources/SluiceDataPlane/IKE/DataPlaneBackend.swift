@@ -4,9 +4,9 @@ import SluiceIKE
 /// The agent's view of the data plane: the SA manager for SAs and policies, and the daemon's
 /// rule renderer, called after every change so the nftables rules carry what the manager holds.
 ///
-/// Order, so no packet meets half a change: when adding, SAs first, then their policies, then
-/// the rules (a queued packet always finds its SA); when removing, the policies first, then
-/// the SAs, then the rules. A child's policies go before its trap (and before an older SA of
+/// Order, so no packet meets half a change: when adding, SAs first, then the rules (the peer's
+/// ESP reaches the workers), then the policies that send traffic through the new SA; when
+/// removing, the policies first, then the SAs, then the rules. A child's policies go before its trap (and before an older SA of
 /// the same child, which a rekey replaces): first match wins.
 final class DataPlaneBackend: IPsecBackend {
     let manager: SAManager
@@ -47,6 +47,9 @@ final class DataPlaneBackend: IPsecBackend {
         try manager.install(c.inbound, owner: owner)
         do {
             try manager.install(c.outbound, owner: owner)
+            // The rules that steer the peer's ESP to the workers must be in before any packet
+            // uses the new SA: its answer would otherwise reach the IKE socket and be lost.
+            guard rerender() else { throw DaemonError("nftables refused the rules for CHILD_SA \(c.child)") }
             var ids: [SAManager.PolicyID] = []
             let origin = IKEAgent.trapOrigin(c.child)
             for p in (c.outboundPolicies + c.inboundPolicies).reversed() {  // each goes first: reversed keeps their order

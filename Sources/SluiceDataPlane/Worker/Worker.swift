@@ -91,10 +91,16 @@ public final class Worker: @unchecked Sendable {
             // A merge in progress holds its first packet's verdict: look for more without
             // sleeping, and close it as soon as the queue runs dry.
             let open = merge.count > 0
-            let n = packetIO.receive(into: io, wait: !open)
+            // Holding packets for an SA being negotiated: poll every 2 ms instead of sleeping
+            // in the receive, so they leave as soon as the SA is in (bounded by the hold timeout).
+            let holding = !holdQueue.isEmpty
+            let n = packetIO.receive(into: io, wait: !open && !holding)
             if n < 0 {
                 if open { finishBatch(closingMerge: true) }
-                if !holdQueue.isEmpty { releaseHeld() }
+                if holding {
+                    releaseHeld()
+                    usleep(2000)
+                }
                 if !isTransient(receiveError: Int32(-n)) { usleep(1000) }
                 continue
             }

@@ -23,7 +23,8 @@ struct HoldQueue {
     private var bytesByPolicy: [String: Int] = [:]
     private(set) var total = 0
     /// The database the queues were last tried against: a retry needs a new one (or time).
-    var triedAgainst: ObjectIdentifier?
+    /// Held strongly: an identifier of a freed snapshot can come back for the next one.
+    var triedAgainst: SecurityDatabase?
     var lastTry: UInt64 = 0
 
     var isEmpty: Bool { total == 0 }
@@ -69,9 +70,8 @@ extension Worker {
     func releaseHeld() {
         let db = holder.database
         let now = monotonicNanos()
-        let id = ObjectIdentifier(db)
-        guard id != holdQueue.triedAgainst || now &- holdQueue.lastTry > 250_000_000 else { return }
-        holdQueue.triedAgainst = id
+        guard db !== holdQueue.triedAgainst || now &- holdQueue.lastTry > 250_000_000 else { return }
+        holdQueue.triedAgainst = db
         holdQueue.lastTry = now
         let ctx = ProcessingContext(lane: index, now: now / 1_000_000_000, mssHints: mssHints)
         for policy in Array(holdQueue.queues.keys) {
@@ -102,6 +102,7 @@ extension Worker {
             }
             holdQueue.putBack(kept, policy: policy)
         }
+        if holdQueue.isEmpty { holdQueue.triedAgainst = nil }
         flushRaw()
     }
 }

@@ -13,10 +13,10 @@ extension IKEAgent {
         let message = signer == .initiator ? s.initRequest : s.initResponse
         let nonce = signer == .initiator ? s.nonceR : s.nonceI
         let skp = signer == .initiator ? keys.skPi : keys.skPr
-        let macedID = prf.compute(key: skp.bytes, id.restOfPayload)
-        var padKey = prf.compute(key: s.connection.psk.bytes, Self.keyPad)
-        defer { SecretBytes(padKey).wipe(); padKey = [] }
-        return prf.compute(key: padKey, message + nonce + macedID)
+        guard let macedID = try? prf.compute(key: skp.bytes, id.restOfPayload),
+              let padKey = try? prf.compute(key: s.connection.psk.bytes, Self.keyPad) else { return nil }
+        defer { SecretBytes(padKey).wipe() }
+        return try? prf.compute(key: padKey, message + nonce + macedID)
     }
 
     func sendAuthRequest(_ s: IKESession, child: ChildRequest?, now: Double) {

@@ -14,6 +14,10 @@ extension IKEAgent {
         initial ? p.espProposals.map { var x = $0; x.dh = []; return x } : p.espProposals
     }
 
+    func offeredESP(_ specs: [ProposalSpec], spi: UInt32) -> [WireProposal] {
+        specs.enumerated().map { $1.wireProposal(number: UInt8($0 + 1), protocolID: .esp, spi: Self.spiBytes(spi)) }
+    }
+
     /// The initiator's CHILD_SA payloads: [REKEY_SA], [USE_TRANSPORT_MODE], SA, [Ni, KEi], TSi, TSr.
     func childRequestPayloads(_ s: IKESession, _ r: inout ChildRequest, initial: Bool) -> [Payload]? {
         if r.spi == 0 { r.spi = backend.allocateSPI() }
@@ -21,7 +25,7 @@ extension IKEAgent {
         if let old = r.rekeys { out.append(.notify(NotifyPayload(protocolID: ProtocolID.esp.rawValue, spi: Self.spiBytes(old.inboundSPI), type: NotifyType.rekeySA))) }
         if r.profile.mode == .transport { out.append(.notify(NotifyPayload(type: NotifyType.useTransportMode))) }
         let specs = espProposals(r.profile, initial: initial)
-        out.append(.sa(specs.enumerated().map { $1.wireProposal(number: UInt8($0 + 1), protocolID: .esp, spi: Self.spiBytes(r.spi)) }))
+        out.append(.sa(offeredESP(specs, spi: r.spi)))
         if !initial {
             r.nonce = Self.randomBytes(Self.nonceLength)
             out.append(.nonce(r.nonce))
@@ -122,7 +126,8 @@ extension IKEAgent {
             return
         }
         guard case let .sa(chosen)? = inner.first(where: { if case .sa = $0 { return true }; return false }), chosen.count == 1,
-              let alg = NegotiatedAlgorithms(chosen: chosen[0]), let peerSPI = Self.spi32(chosen[0].spi),
+              let alg = try? NegotiatedAlgorithms(chosen: chosen[0], offered: offeredESP(espProposals(r.profile, initial: r.nonce.isEmpty), spi: r.spi)),
+              let peerSPI = Self.spi32(chosen[0].spi),
               espProposals(r.profile, initial: r.nonce.isEmpty).contains(where: { $0.admits(alg) }),
               case let .tsi(tsi)? = inner.first(where: { if case .tsi = $0 { return true }; return false }),
               case let .tsr(tsr)? = inner.first(where: { if case .tsr = $0 { return true }; return false }) else {
@@ -175,7 +180,7 @@ extension IKEAgent {
     func installChild(_ s: IKESession, _ p: ChildProfile, _ alg: NegotiatedAlgorithms, inbound: UInt32, outbound: UInt32,
                       secret: SecretBytes?, nonceI: [UInt8], nonceR: [UInt8], local: [WireTrafficSelector],
                       remote: [WireTrafficSelector], now: Double, reason: String) -> ChildSA? {
-        guard let keys = s.keys, let prf = s.algorithms?.prf, let proposal = Self.dataPlaneProposal(alg) else {
+        guard let keys = s.keys, let prf = s.algorithms?.prf, let proposal = alg.espProposal else {
             log(AgentLog(.error, "CHILD_SA \(p.name): \(alg.summary) is not something the data plane can run"))
             return nil
         }
@@ -184,8 +189,11 @@ extension IKEAgent {
             return nil
         }
         let each = alg.encryption.keyMaterialLength + (alg.integrity?.keyLength ?? 0)
-        let keymat = childKeyMaterial(prf: prf, skD: keys.skD, sharedSecret: secret, nonceI: nonceI, nonceR: nonceR, length: 2 * each)
-        secret?.wipe()
+        defer { secret?.wipe() }
+        guard let keymat = try? childKeyMaterial(prf: prf, skD: keys.skD, sharedSecret: secret, nonceI: nonceI, nonceR: nonceR, length: 2 * each) else {
+            log(AgentLog(.error, "CHILD_SA \(p.name): KEYMAT derivation failed"))
+            return nil
+        }
         let ir = SecretBytes(Array(keymat.bytes[0..<each])), ri = SecretBytes(Array(keymat.bytes[each..<(2 * each)]))
         keymat.wipe()
         let (outKey, inKey) = s.isInitiator ? (ir, ri) : (ri, ir)
@@ -214,18 +222,6 @@ extension IKEAgent {
         s.children.append(child)
         log(AgentLog(.notice, "CHILD_SA \(p.name){\(Self.hex(inbound))_i \(Self.hex(outbound))_o} established (\(reason)): \(alg.summary), \(p.mode.rawValue), \(local.map(\.description).joined(separator: ",")) === \(remote.map(\.description).joined(separator: ","))"))
         return child
-    }
-
-    /// The data plane's ESP transform for negotiated algorithms, if it has one.
-    static func dataPlaneProposal(_ a: NegotiatedAlgorithms) -> Proposal? {
-        switch (a.encryption, a.integrity) {
-        case (.aesGCM16(128), nil): return .aes128gcm16
-        case (.aesGCM16(256), nil): return .aes256gcm16
-        case (.chacha20poly1305, nil): return .chacha20poly1305
-        case (.aesCBC(128), .hmacSHA256_128?): return .aes128sha256
-        case (.aesCBC(256), .hmacSHA256_128?): return .aes256sha256
-        default: return nil
-        }
     }
 
     func startRekey(_ s: IKESession, _ child: ChildSA, now: Double) {

@@ -30,6 +30,11 @@ extension IKEAgent {
         sendInitRequest(s, group: group, child: child, now: now)
     }
 
+    /// Our IKE proposals as the SA payload carries them (numbered from 1).
+    func offeredIKE(_ c: ConnectionProfile, spi: [UInt8]) -> [WireProposal] {
+        c.proposals.enumerated().map { $1.wireProposal(number: UInt8($0 + 1), protocolID: .ike, spi: spi) }
+    }
+
     static func newSPI() -> UInt64 {
         var v: UInt64 = 0
         while v == 0 { v = UInt64.random(in: 1...UInt64.max) }
@@ -46,7 +51,7 @@ extension IKEAgent {
         if s.nonceI.isEmpty { s.nonceI = Self.randomBytes(Self.nonceLength) }
         var payloads: [Payload] = []
         if let cookie = s.cookie { payloads.append(.notify(NotifyPayload(type: NotifyType.cookie, data: cookie))) }
-        payloads.append(.sa(s.connection.proposals.enumerated().map { $1.wireProposal(number: UInt8($0 + 1), protocolID: .ike, spi: []) }))
+        payloads.append(.sa(offeredIKE(s.connection, spi: [])))
         payloads.append(.ke(group: group.rawValue, data: dh.publicValue))
         payloads.append(.nonce(s.nonceI))
         payloads += NATDetection.notifies(spiI: s.spiI, spiR: 0, source: s.local, destination: s.remote,
@@ -85,7 +90,7 @@ extension IKEAgent {
             return
         }
         guard m.header.spiR != 0, case let .sa(chosen)? = m.payloads.first(where: { if case .sa = $0 { return true }; return false }),
-              chosen.count == 1, let alg = NegotiatedAlgorithms(chosen: chosen[0]),
+              chosen.count == 1, let alg = try? NegotiatedAlgorithms(chosen: chosen[0], offered: offeredIKE(s.connection, spi: [])),
               s.connection.proposals.contains(where: { $0.admits(alg) }),
               let prf = alg.prf, let group = alg.dh, group == s.dh?.group,
               case let .ke(keGroup, keData)? = m.payloads.first(where: { if case .ke = $0 { return true }; return false }),
@@ -103,9 +108,12 @@ extension IKEAgent {
         s.nonceR = nonceR
         s.initResponse = bytes
         s.algorithms = alg
-        let keys = IKEKeys.derive(prf: prf, encryption: alg.encryption, integrity: alg.integrity, sharedSecret: secret,
-                                  nonceI: s.nonceI, nonceR: nonceR, spiI: s.spiI, spiR: s.spiR)
-        secret.wipe()
+        defer { secret.wipe() }
+        guard let keys = try? IKEKeys.derive(prf: prf, encryption: alg.encryption, integrity: alg.integrity, sharedSecret: secret,
+                                             nonceI: s.nonceI, nonceR: nonceR, spiI: s.spiI, spiR: s.spiR) else {
+            failed(s, "key derivation failed")
+            return
+        }
         s.dh = nil
         do {
             s.keys = keys
@@ -179,9 +187,12 @@ extension IKEAgent {
         s.nonceR = Self.randomBytes(Self.nonceLength)
         s.algorithms = alg
         s.initRequest = bytes
-        let keys = IKEKeys.derive(prf: prf, encryption: alg.encryption, integrity: alg.integrity, sharedSecret: secret,
-                                  nonceI: nonceI, nonceR: s.nonceR, spiI: s.spiI, spiR: s.spiR)
-        secret.wipe()
+        defer { secret.wipe() }
+        guard let keys = try? IKEKeys.derive(prf: prf, encryption: alg.encryption, integrity: alg.integrity, sharedSecret: secret,
+                                             nonceI: nonceI, nonceR: s.nonceR, spiI: s.spiI, spiR: s.spiR) else {
+            refuse(NotifyType.noProposalChosen, why: "key derivation failed")
+            return
+        }
         do {
             s.keys = keys
             s.sendCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: keys.skEr, integrityKey: alg.integrity == nil ? nil : keys.skAr)

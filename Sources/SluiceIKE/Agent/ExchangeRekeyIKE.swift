@@ -12,8 +12,7 @@ extension IKEAgent {
 
     func ikeRekeyRequestPayloads(_ s: IKESession, _ r: IKERekey) -> [Payload] {
         // The group we use now goes first, so the peer can answer without INVALID_KE_PAYLOAD.
-        let proposals = s.connection.proposals.enumerated().map { $1.wireProposal(number: UInt8($0 + 1), protocolID: .ike, spi: Self.spiBytes(r.spi)) }
-        return [.sa(proposals), .nonce(r.nonce), .ke(group: r.dh.group.rawValue, data: r.dh.publicValue)]
+        return [.sa(offeredIKE(s.connection, spi: Self.spiBytes(r.spi))), .nonce(r.nonce), .ke(group: r.dh.group.rawValue, data: r.dh.publicValue)]
     }
 
     /// Responder: the peer rekeys the IKE SA. Returns the response payloads.
@@ -41,9 +40,12 @@ extension IKEAgent {
         let peerSPI = chosen.spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         let ourSPI = Self.newSPI()
         let nr = Self.randomBytes(Self.nonceLength)
-        let keys = IKEKeys.rekey(prf: prf, oldSKd: oldKeys.skD, encryption: alg.encryption, integrity: alg.integrity,
-                                 sharedSecret: secret, nonceI: ni, nonceR: nr, spiI: peerSPI, spiR: ourSPI)
-        secret.wipe()
+        defer { secret.wipe() }
+        guard let keys = try? IKEKeys.rekey(prf: prf, oldSKd: oldKeys.skD, encryption: alg.encryption, integrity: alg.integrity,
+                                            sharedSecret: secret, nonceI: ni, nonceR: nr, spiI: peerSPI, spiR: ourSPI,
+                                            oldPRF: s.algorithms?.prf) else {
+            return [.notify(NotifyPayload(type: NotifyType.noProposalChosen))]
+        }
         guard let next = successor(of: s, role: .responder, spiI: peerSPI, spiR: ourSPI, alg: alg, keys: keys, now: now) else {
             return [.notify(NotifyPayload(type: NotifyType.noProposalChosen))]
         }
@@ -64,7 +66,7 @@ extension IKEAgent {
             return
         }
         guard case let .sa(chosen)? = inner.first(where: { if case .sa = $0 { return true }; return false }), chosen.count == 1,
-              chosen[0].spi.count == 8, let alg = NegotiatedAlgorithms(chosen: chosen[0]), s.connection.proposals.contains(where: { $0.admits(alg) }),
+              chosen[0].spi.count == 8, let alg = try? NegotiatedAlgorithms(chosen: chosen[0], offered: offeredIKE(s.connection, spi: Self.spiBytes(r.spi))),
               let prf = alg.prf, alg.dh == r.dh.group, let oldKeys = s.keys,
               case let .nonce(nr)? = inner.first(where: { if case .nonce = $0 { return true }; return false }), (16...256).contains(nr.count),
               case let .ke(g, kd)? = inner.first(where: { if case .ke = $0 { return true }; return false }), g == r.dh.group.rawValue,
@@ -74,9 +76,13 @@ extension IKEAgent {
             return
         }
         let peerSPI = chosen[0].spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let keys = IKEKeys.rekey(prf: prf, oldSKd: oldKeys.skD, encryption: alg.encryption, integrity: alg.integrity,
-                                 sharedSecret: secret, nonceI: r.nonce, nonceR: nr, spiI: r.spi, spiR: peerSPI)
-        secret.wipe()
+        defer { secret.wipe() }
+        guard let keys = try? IKEKeys.rekey(prf: prf, oldSKd: oldKeys.skD, encryption: alg.encryption, integrity: alg.integrity,
+                                            sharedSecret: secret, nonceI: r.nonce, nonceR: nr, spiI: r.spi, spiR: peerSPI,
+                                            oldPRF: s.algorithms?.prf) else {
+            log(AgentLog(.error, "IKE SA \(s.label): rekey key derivation failed; keeping the IKE SA"))
+            return
+        }
         guard let next = successor(of: s, role: .initiator, spiI: r.spi, spiR: peerSPI, alg: alg, keys: keys, now: now) else { return }
         next.nonceI = r.nonce
         next.nonceR = nr
