@@ -260,6 +260,37 @@ enum Profiles {
         #expect(p.log("a").contains("TS_UNACCEPTABLE"))
     }
 
+    @Test func underLoadTheResponderAsksForACookieFirst() throws {
+        let p = try Profiles.pair()
+        p.b.cookieThreshold = 0
+        try p.a.initiate(child: "net-a", now: p.now)
+        p.run()
+        expectMatching(p)
+        #expect(p.b.counters.cookiesSent == 1)
+        // Request, COOKIE, request with the cookie, response, IKE_AUTH both ways.
+        #expect(p.sent.count == 6)
+    }
+
+    @Test func aForgedCookieCreatesNoState() throws {
+        let p = try Profiles.pair()
+        p.b.cookieThreshold = 0
+        var first = true
+        // Replace the cookie A echoes with a forged one of the right shape.
+        p.filter = { d in
+            guard d.from.address == Profiles.gwA, first, var m = try? IKEMessage.decode(d.bytes),
+                  case let .notify(n)? = m.payloads.first, n.type == NotifyType.cookie else { return true }
+            first = false
+            m.payloads[0] = .notify(NotifyPayload(type: NotifyType.cookie, data: [n.data[0]] + [UInt8](repeating: 0x42, count: 32)))
+            p.queue.append(AgentPair.Datagram(bytes: m.encode(), from: d.from, to: d.to))
+            return false
+        }
+        try p.a.initiate(child: "net-a", now: p.now)
+        p.run()
+        #expect(p.b.sessions.isEmpty, "no state for an unproven address")
+        #expect(p.b.counters.cookiesSent == 2)
+        #expect(p.backendB.children.isEmpty)
+    }
+
     @Test func rangesBecomeTheFewestPrefixes() {
         let r = WireTrafficSelector(startAddress: IPAddress("192.0.2.1")!, endAddress: IPAddress("192.0.2.6")!)
         #expect(r.prefixes.map(\.description) == ["192.0.2.1/32", "192.0.2.2/31", "192.0.2.4/31", "192.0.2.6/32"])

@@ -150,6 +150,26 @@ extension IKEAgent {
             return
         }
         guard m.header.messageID == 0, m.header.isInitiator else { counters.unexpected += 1; return }
+        // Under load, state only for initiators that prove their address (§2.6): a cookie first.
+        if halfOpen.count >= cookieThreshold {
+            let nonce: [UInt8]? = m.payloads.lazy.compactMap { if case let .nonce(n) = $0 { return n } else { return nil } }.first
+            let offered: [UInt8]? = {
+                if case let .notify(n)? = m.payloads.first, n.type == NotifyType.cookie { return n.data }
+                return nil
+            }()
+            guard let nonce, let offered, cookies.verify(offered, nonce: nonce, address: remote.address, spiI: m.header.spiI) else {
+                guard let nonce, let cookie = cookies.make(nonce: nonce, address: remote.address, spiI: m.header.spiI) else { return }
+                let h = IKEHeader(spiI: m.header.spiI, spiR: 0, exchange: .ikeSAInit, isInitiator: false, isResponse: true, messageID: 0)
+                transport.send(IKEMessage(header: h, payloads: [.notify(NotifyPayload(type: NotifyType.cookie, data: cookie))]).encode(),
+                               from: local, to: remote)
+                counters.cookiesSent += 1
+                return
+            }
+        }
+        guard halfOpen.count < halfOpenLimit else {
+            counters.halfOpenRefused += 1
+            return
+        }
         func refuse(_ type: UInt16, _ data: [UInt8] = [], why: String) {
             let h = IKEHeader(spiI: m.header.spiI, spiR: 0, exchange: .ikeSAInit, isInitiator: false, isResponse: true, messageID: 0)
             transport.send(IKEMessage(header: h, payloads: [.notify(NotifyPayload(type: type, data: data))]).encode(), from: local, to: remote)

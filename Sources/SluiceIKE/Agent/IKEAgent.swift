@@ -25,6 +25,11 @@ public final class IKEAgent {
     /// An acquire for a child whose negotiation failed waits this long before trying again.
     public var acquireRetry: Double = 5
     var trapsInstalled = false
+    /// Half-open IKE SAs from which on a new IKE_SA_INIT must bring a cookie (strongSwan: cookie_threshold).
+    public var cookieThreshold = 30
+    /// Half-open IKE SAs at most (strongSwan: block_threshold is per peer; this is all of them).
+    public var halfOpenLimit = 1000
+    var cookies = CookieJar()
 
     struct HalfOpenKey: Hashable { var spiI: UInt64; var remote: Endpoint }
 
@@ -163,6 +168,7 @@ public final class IKEAgent {
                 o.sends += 1
                 s.outstanding = o
             }
+            cookies.rotate(now: now)
             if s.role == .responder, s.state != .established, now - s.createdAt > halfOpenTimeout {
                 close(s, why: "half-open for \(Int(halfOpenTimeout)) s", apply: false)
                 continue
@@ -336,6 +342,8 @@ public struct AgentCounters: Sendable, Equatable {
     public var received: UInt64 = 0
     public var retransmits: UInt64 = 0
     public var retransmitsAnswered: UInt64 = 0
+    public var cookiesSent: UInt64 = 0
+    public var halfOpenRefused: UInt64 = 0
     public var malformed: UInt64 = 0
     public var unknownSPI: UInt64 = 0
     public var integrityFailures: UInt64 = 0
