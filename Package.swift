@@ -42,7 +42,7 @@ let package = Package(
         .executableTarget(
             name: "sluice",
             dependencies: [
-                "SluiceCore", "SluiceConfig", "SluiceDataPlane",
+                "SluiceCore", "SluiceConfig", "SluiceDataPlane", "SluiceIKE",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceDataPlane
+import SluiceIKE
 
 /// `sluice list-sas | initiate | terminate | rekey`: the IKE agent of the running daemon,
 /// over the control socket (swanctl's --list-sas, --initiate, --terminate, --rekey).
@@ -64,32 +65,34 @@ struct ListSAs: ParsableCommand {
 
     func run() throws {
         let obj = controlRequest(socketOptions.resolve(), "list-sas")
-        let list = obj["ike_sas"] as? [[String: Any]] ?? []
+        let raw = obj["ike_sas"] ?? []
         if json {
-            print(String(decoding: try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            print(String(decoding: try JSONSerialization.data(withJSONObject: raw, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
             return
+        }
+        guard let list = try? JSONDecoder().decode([IKESAStatus].self, from: JSONSerialization.data(withJSONObject: raw)) else {
+            fail("malformed list-sas answer from the daemon")
         }
         if list.isEmpty { print("no IKE SAs") }
         for s in list { print(Self.render(s), terminator: "") }
     }
 
-    static func render(_ s: [String: Any]) -> String {
-        func v(_ d: [String: Any], _ k: String) -> String { d[k].map { "\($0)" } ?? "-" }
-        var out = "\(v(s, "connection")): #\(v(s, "spiI"))_i\(s["role"] as? String == "initiator" ? "*" : "") \(v(s, "spiR"))_r\(s["role"] as? String == "responder" ? "*" : ""), \(v(s, "state")), \(v(s, "local"))[\(v(s, "localID"))] - \(v(s, "remote"))[\(v(s, "remoteID"))]\n"
-        var algs = "\(v(s, "encryption"))-\(v(s, "encryptionKeySize"))"
-        if let i = s["integrity"] as? String { algs += "/\(i)" }
-        algs += "/\(v(s, "prf"))/\(v(s, "dhGroup"))"
-        out += "  \(algs)\(s["encapsulated"] as? Bool == true ? ", UDP-encapsulated" : "")"
-        if let e = s["establishedSeconds"] { out += ", established \(e)s ago" }
-        if let r = s["rekeyInSeconds"] { out += ", rekeying in \(r)s" }
+    /// swanctl --list-sas's layout, one IKE SA with its CHILD_SAs.
+    static func render(_ s: IKESAStatus) -> String {
+        func algs(_ e: String?, _ k: Int?, _ rest: [String?]) -> String {
+            ([e.map { "\($0)\(k.map { "-\($0)" } ?? "")" }] + rest).compactMap { $0 }.joined(separator: "/")
+        }
+        let mark = { (role: String) in s.role == role ? "*" : "" }
+        var out = "\(s.connection): #\(s.spiI)_i\(mark("initiator")) \(s.spiR)_r\(mark("responder")), \(s.state), \(s.local)[\(s.localID)] - \(s.remote)[\(s.remoteID)]\n"
+        out += "  \(algs(s.encryption, s.encryptionKeySize, [s.integrity, s.prf, s.dhGroup]))\(s.encapsulated ? ", UDP-encapsulated" : "")"
+        if let e = s.establishedSeconds { out += ", established \(e)s ago" }
+        if let r = s.rekeyInSeconds { out += ", rekeying in \(r)s" }
         out += "\n"
-        for c in s["children"] as? [[String: Any]] ?? [] {
-            var ca = "\(v(c, "encryption"))-\(v(c, "encryptionKeySize"))"
-            if let i = c["integrity"] as? String { ca += "/\(i)" }
-            out += "  \(v(c, "name")): \(v(c, "state")), \(v(c, "mode")), ESP SPIs: \(v(c, "spiIn"))_i \(v(c, "spiOut"))_o, \(ca)\n"
-            out += "    in  \(v(c, "bytesIn")) bytes, \(v(c, "packetsIn")) packets; out \(v(c, "bytesOut")) bytes, \(v(c, "packetsOut")) packets; installed \(v(c, "installedSeconds"))s ago\(c["rekeyInSeconds"].map { ", rekeying in \($0)s" } ?? "")\n"
-            out += "    local  \((c["localTS"] as? [String] ?? []).joined(separator: " "))\n"
-            out += "    remote \((c["remoteTS"] as? [String] ?? []).joined(separator: " "))\n"
+        for c in s.children {
+            out += "  \(c.name): \(c.state), \(c.mode), ESP\(s.encapsulated ? " in UDP" : "") SPIs: \(c.spiIn)_i \(c.spiOut)_o, \(algs(c.encryption, c.encryptionKeySize, [c.integrity, c.dhGroup]))\(c.esn ? "/ESN" : "")\n"
+            out += "    in  \(c.bytesIn) bytes, \(c.packetsIn) packets; out \(c.bytesOut) bytes, \(c.packetsOut) packets; installed \(c.installedSeconds)s ago\(c.rekeyInSeconds.map { ", rekeying in \($0)s" } ?? "")\n"
+            out += "    local  \(c.localTS.joined(separator: " "))\n"
+            out += "    remote \(c.remoteTS.joined(separator: " "))\n"
         }
         return out
     }

@@ -60,6 +60,10 @@ enum StatsView {
         out += table(["queue", "packets", "rate", "sealed", "opened", "dropped", "bytes", "batch", "p50/p99us",
                       "gso-in/esp-out", "merged", "overruns", "verdict-err"], qrows)
         out += "\nSecurity associations\n" + renderSAs(s.associations, previous: p?.associations, seconds: dt)
+        if let ike = s.ikeSAs {
+            out += "\nIKE SAs\n"
+            out += ike.isEmpty ? "  (none)\n" : ike.map { ListSAs.render($0) }.joined()
+        }
         out += "\nDrops by reason\n"
         if s.drops.isEmpty { out += "  (none)\n" } else {
             out += table(["reason", "packets"], s.drops.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })

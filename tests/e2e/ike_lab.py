@@ -10,10 +10,12 @@ PSK = "0x" + "5a" * 32
 
 def connection(name, local, remote, child, local_ts, remote_ts, *, proposals=("aes128gcm16-prfsha256-x25519",),
                esp=("aes128gcm16",), mode="tunnel", start_action="none", dpd_delay=0, dpd_action="clear",
-               psk=PSK, local_id=None, remote_id=None, rekey_time=None, child_extra=""):
+               psk=PSK, local_id=None, remote_id=None, rekey_time=None, child_extra="", ike_rekey_time=None):
     q = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"
     text = (f'[[connection]]\nname = "{name}"\nlocal_addrs = ["{local}"]\nremote_addrs = ["{remote}"]\n'
             f'proposals = {q(proposals)}\nauth = "psk"\npsk = "{psk}"\ndpd_delay = {dpd_delay}\n')
+    if ike_rekey_time is not None:
+        text += f"rekey_time = {ike_rekey_time}\n"
     if local_id:
         text += f'local_id = "{local_id}"\n'
     if remote_id:

@@ -157,3 +157,70 @@ def test_wrong_psk_fails_with_authentication_failed(lab):
     assert "AUTHENTICATION_FAILED" in da.log.read_text()
     assert list_sas(da) == []
     assert "AUTHENTICATION_FAILED" in sw.log()
+
+
+def ping_without_loss(lab, ns, src, dst, count, interval=0.05):
+    out = lab.workdir / f"ping-{time.time()}.txt"
+    return lab.popen(ns, f"ping -c {count} -i {interval} -W 2 -I {src} {dst}", stdout=open(out, "w")), out
+
+
+def test_strongswan_ike_rekey_under_ping_loses_nothing(lab):
+    a, b, da, sw = sluice_and_strongswan(lab)
+    sw.initiate(child="net")
+    before = [s["spiI"] for s in list_sas(da)]
+    child_before, _ = agree(da, sw)
+    ping, out = ping_without_loss(lab, b, "203.0.113.1", "198.51.100.1", 100)
+    time.sleep(1)
+    sw.rekey(ike="gw")
+    ping.wait(timeout=30)
+    assert " 0% packet loss" in out.read_text(), out.read_text()
+    sw.wait_sas(lambda sas: len(sas) == 1 and sas[0].spi_i not in before, what="the rekeyed IKE SA alone")
+    child_after, _ = agree(da, sw)
+    # The CHILD_SA moved to the new IKE SA unchanged.
+    assert child_after["spiIn"] == child_before["spiIn"]
+    assert "rekeyed by the peer" in da.log.read_text()
+
+
+def test_sluice_initiated_rekeys_under_ping_lose_nothing(lab):
+    # Short lifetimes: the CHILD_SA rekeys every ~4 s and the IKE SA every ~7 s, Sluice first.
+    conn_extra = {"rekey_time": 4, "ike_rekey_time": 7, "child_extra": "life_time = 30\n"}
+    a, b, da, sw = sluice_and_strongswan(lab, sluice_extra=conn_extra)
+    sw.initiate(child="net")
+    first, _ = agree(da, sw)
+    ping, out = ping_without_loss(lab, a, "198.51.100.1", "203.0.113.1", 240)
+    ping.wait(timeout=40)
+    text = out.read_text()
+    assert " 0% packet loss" in text, text
+    log = da.log.read_text()
+    assert log.count("established (rekey)") >= 3, log[-3000:]
+    assert log.count("rekeyed: now") >= 1, log[-3000:]
+    now, theirs = agree(da, sw)
+    assert now["spiIn"] != first["spiIn"] and now["spiOut"] != first["spiOut"]
+
+
+def test_strongswan_terminates_a_child_and_proposals_mismatch(lab):
+    a, b, da, sw = sluice_and_strongswan(lab)
+    sw.initiate(child="net")
+    wait_child(da, "net")
+    sw.terminate(child="net")
+    wait_child(da, "net", installed=False)
+    assert [s["state"] for s in list_sas(da)] == ["ESTABLISHED"], "the IKE SA stays"
+    sw.terminate(ike="gw")
+    deadline = time.time() + 10
+    while time.time() < deadline and list_sas(da):
+        time.sleep(0.2)
+    assert list_sas(da) == []
+
+
+def test_proposal_mismatch_fails_with_no_proposal_chosen(lab):
+    a, b, da, sw = sluice_and_strongswan(lab, ike="aes256gcm16-prfsha384-ecp384")
+    # Sluice offers only what it was configured with: make strongSwan want something else.
+    sw.connections["gw"]["proposals"] = "aes128-sha256-modp3072"
+    sw.load()
+    r = sw._swanctl(["--initiate", "--child", "net", "--timeout", "8"], check=False)
+    assert r.returncode != 0
+    deadline = time.time() + 5
+    while time.time() < deadline and "NO_PROPOSAL_CHOSEN" not in da.log.read_text():
+        time.sleep(0.2)
+    assert "NO_PROPOSAL_CHOSEN" in da.log.read_text()
+    assert list_sas(da) == []

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceIKE
 
 /// The document `sluice stats --json` prints and the control socket returns (version 1).
 public struct StatsSnapshot: Codable, Sendable {
@@ -14,6 +15,8 @@ public struct StatsSnapshot: Codable, Sendable {
     public var kernel: [KernelQueue]
     /// Monotonic seconds when taken, for rates between two snapshots.
     public var taken: Double
+    /// The IKE agent's SAs, when the daemon has connections (`sluice list-sas` shows the same).
+    public var ikeSAs: [IKESAStatus]? = nil
 
     public struct DaemonInfo: Codable, Sendable {
         public var pid: Int32

@@ -38,8 +38,10 @@ extension Daemon {
             pid: getpid(), uptimeSeconds: Double(monotonicNanos() - started) / 1e9, backend: st.builder.backend.rawValue,
             config: configPath, failMode: st.config.fail.rawValue, passthrough: st.config.passthrough, reloads: st.reloads)
         let rules = (try? Firewall.run("nft", ["-j", "list", "table", "inet", RulesetBuilder.tableName]))?.output ?? ""
-        return StatsSnapshot.make(workers: workers, database: manager.database, info: info,
-                                  ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))
+        var snap = StatsSnapshot.make(workers: workers, database: manager.database, info: info,
+                                      ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))
+        snap.ikeSAs = ike?.ask(timeout: 1) { a, now in a.status(now: now) }
+        return snap
     }
 
     func control(_ command: String) -> [String: Any]? {
