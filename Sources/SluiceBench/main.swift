@@ -128,6 +128,20 @@ func driveWorkers(threads: Int, holder: any DatabaseSource, batches: [[[UInt8]]]
     return (Double(total) / (now() - start), workers)
 }
 
+/// One worker, a fixed number of packets, no clock: for instruction counts (callgrind), which
+/// are the same whatever else the machine does.
+func driveCount(holder: any DatabaseSource, batches: [[[UInt8]]], hook: UInt8 = 3, packets: Int) -> [Worker] {
+    let io = MemoryIO()
+    io.record = false
+    io.cycle = true
+    for b in batches { io.enqueue(b, queue: 0, hook: hook) }
+    let w = Worker(index: 0, io: io, queueNumber: 0, holder: holder, markShift: 16, passthrough: false,
+                   batch: batches.map(\.count).max() ?? 32)
+    var done = 0
+    while done < packets { done += w.runOnce() }
+    return [w]
+}
+
 /// The worker loop sealing UDP packets of `size` bytes.
 func workerBench(threads: Int, seconds: Double, proposal: Proposal, size: Int) throws {
     let (sender, _, _) = try pair(proposal, lanes: threads)
@@ -142,7 +156,7 @@ func workerBench(threads: Int, seconds: Double, proposal: Proposal, size: Int) t
 /// advances through the first lap; replay checking is off so later laps are opened too,
 /// paying the same lock and mark checks). `mark`: the durable replay mark on a real file
 /// store with its background writer, against a store that keeps nothing.
-func openBench(threads: Int, seconds: Double, proposal: Proposal, size: Int, mark: Bool) throws {
+func openBench(threads: Int, seconds: Double, proposal: Proposal, size: Int, mark: Bool, packets: Int? = nil) throws {
     // No ESN: with replay checking off, seq-high inference would misplace the older laps.
     let out = SAConfig(name: "o", direction: .outbound, spi: 0x1001, mode: .tunnel, local: IPAddress("192.0.2.1")!,
                        remote: IPAddress("192.0.2.2")!, proposal: proposal, keyMaterial: key(proposal), mtu: 65535)
@@ -166,7 +180,13 @@ func openBench(threads: Int, seconds: Double, proposal: Proposal, size: Int, mar
             return buf.bytes
         }
     }
-    let (pps, workers) = driveWorkers(threads: threads, holder: manager, batches: pool, hook: 0, seconds: seconds)
+    let pps: Double, workers: [Worker]
+    if let packets {
+        workers = driveCount(holder: manager, batches: pool, hook: 0, packets: packets)
+        pps = 0
+    } else {
+        (pps, workers) = driveWorkers(threads: threads, holder: manager, batches: pool, hook: 0, seconds: seconds)
+    }
     if mark { writer.stop() }
     let opened = workers.reduce(UInt64(0)) { $0 + $1.stats.opened.load }
     let received = workers.reduce(UInt64(0)) { $0 + $1.stats.received.load }
@@ -193,7 +213,13 @@ case "open":
     let p = args.count > 4 ? Proposal(rawValue: args[4]) ?? .aes128gcm16 : .aes128gcm16
     let size = args.count > 5 ? Int(args[5]) ?? 1400 : 1400
     try openBench(threads: threads, seconds: secs, proposal: p, size: size, mark: args.count > 6 ? args[6] == "1" : true)
+case "open-count":
+    // open-count PACKETS [proposal] [size] [0|1]: the open path for a fixed number of packets (callgrind).
+    let n = args.count > 2 ? Int(args[2]) ?? 10000 : 10000
+    let p = args.count > 3 ? Proposal(rawValue: args[3]) ?? .aes128gcm16 : .aes128gcm16
+    let size = args.count > 4 ? Int(args[4]) ?? 1400 : 1400
+    try openBench(threads: 1, seconds: 0, proposal: p, size: size, mark: args.count > 5 ? args[5] == "1" : true, packets: n)
 default:
-    print("usage: sluice-bench crypto [seconds] | worker THREADS [seconds] [proposal] [size] | open THREADS [seconds] [proposal] [size] [0|1]")
+    print("usage: sluice-bench crypto [seconds] | worker THREADS [seconds] [proposal] [size] | open THREADS [seconds] [proposal] [size] [0|1] | open-count PACKETS [proposal] [size] [0|1]")
     exit(2)
 }

@@ -15,6 +15,13 @@ struct SAHandle: ParsableArguments {
     }
 
     var arguments: [String: String] { child.map { ["child": $0] } ?? ["ike": ike ?? ""] }
+    var name: String { child.map { "CHILD_SA \($0)" } ?? "IKE SA \(ike ?? "")" }
+
+    /// One request for this SA; the daemon's refusal exits 1 with its message.
+    func send(_ command: String, _ socket: SocketOptions, saying verb: String, then tail: String = "") {
+        _ = controlRequest(socket.resolve(), command, arguments)
+        print("\(verb) \(name)\(tail)")
+    }
 }
 
 /// Sends one request; prints the daemon's error and exits 1 when it refuses.
@@ -32,30 +39,21 @@ struct Initiate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Negotiate a CHILD_SA (and its IKE SA if needed) or an IKE SA now.")
     @OptionGroup var socketOptions: SocketOptions
     @OptionGroup var handle: SAHandle
-    func run() throws {
-        _ = controlRequest(socketOptions.resolve(), "initiate", handle.arguments)
-        print("initiating \(handle.child.map { "CHILD_SA \($0)" } ?? "IKE SA \(handle.ike ?? "")"); see `sluice list-sas` and the daemon's log")
-    }
+    func run() throws { handle.send("initiate", socketOptions, saying: "initiating", then: "; see `sluice list-sas` and the daemon's log") }
 }
 
 struct Terminate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Delete a CHILD_SA or an IKE SA (with its CHILD_SAs), telling the peer.")
     @OptionGroup var socketOptions: SocketOptions
     @OptionGroup var handle: SAHandle
-    func run() throws {
-        _ = controlRequest(socketOptions.resolve(), "terminate", handle.arguments)
-        print("terminating \(handle.child.map { "CHILD_SA \($0)" } ?? "IKE SA \(handle.ike ?? "")")")
-    }
+    func run() throws { handle.send("terminate", socketOptions, saying: "terminating") }
 }
 
 struct Rekey: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Rekey a CHILD_SA now (make-before-break).")
+    static let configuration = CommandConfiguration(abstract: "Rekey a CHILD_SA or an IKE SA now (make-before-break).")
     @OptionGroup var socketOptions: SocketOptions
     @OptionGroup var handle: SAHandle
-    func run() throws {
-        _ = controlRequest(socketOptions.resolve(), "rekey", handle.arguments)
-        print("rekeying \(handle.child.map { "CHILD_SA \($0)" } ?? "IKE SA \(handle.ike ?? "")")")
-    }
+    func run() throws { handle.send("rekey", socketOptions, saying: "rekeying") }
 }
 
 struct ListSAs: ParsableCommand {

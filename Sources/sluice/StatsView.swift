@@ -64,6 +64,11 @@ enum StatsView {
             out += "\nIKE SAs\n"
             out += ike.isEmpty ? "  (none)\n" : ike.map { ListSAs.render($0) }.joined()
         }
+        if let c = s.ikeCounters {
+            out += "  IKE messages: \(c.received) in, \(c.sent) out, \(c.retransmits) retransmitted; dropped: \(c.malformed) malformed, "
+            out += "\(c.unknownSPI) unknown SPI, \(c.integrityFailures) integrity, \(c.unexpected) unexpected; \(c.authFailures) authentication failures, "
+            out += "\(c.peersDead) dead peers, \(c.cookiesSent) cookies sent\n"
+        }
         out += "\nDrops by reason\n"
         if s.drops.isEmpty { out += "  (none)\n" } else {
             out += table(["reason", "packets"], s.drops.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })

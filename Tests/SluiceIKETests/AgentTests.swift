@@ -211,6 +211,73 @@ enum Profiles {
         expectMatching(p)
     }
 
+    @Test func aChildRekeyByTheIKEResponderLeavesBothSidesOnMatchingSAs() throws {
+        // §2.17: in CREATE_CHILD_SA, "initiator" is whoever sent the request, here B, the IKE
+        // SA's responder. Two Sluices agree either way; strongSwan checks the split for real
+        // (test_ike_strongswan.py: test_sluice_initiated_rekeys_under_ping_lose_nothing).
+        let p = try Profiles.pair()
+        try p.a.initiate(child: "net-a", now: p.now)
+        p.run()
+        try p.b.rekey(child: "net-b", now: p.now)
+        p.run()
+        expectMatching(p)
+        #expect(p.backendA.activeOutbound?.outbound.spi == p.backendB.activeOutbound?.inbound.spi)
+        #expect(p.backendB.activeOutbound?.outbound.spi == p.backendA.activeOutbound?.inbound.spi)
+    }
+
+    @Test func theRekeyResponderKeepsSendingOnTheOldSAUntilTheInitiatorDeletesIt() throws {
+        let p = try Profiles.pair()
+        try p.a.initiate(child: "net-a", now: p.now)
+        p.run()
+        let old = try #require(p.backendB.children.first)
+        // Hold back A's delete of the old CHILD_SA: A may not have the new inbound SA yet as far as B knows.
+        var held: [AgentPair.Datagram] = []
+        p.filter = { d in
+            if d.from.address == Profiles.gwA, (try? IKEMessage.decodeHeader(d.bytes))?.exchange == .informational { held.append(d); return false }
+            return true
+        }
+        try p.a.rekey(child: "net-a", now: p.now)
+        p.run()
+        #expect(p.backendB.children.count == 2)
+        #expect(p.backendB.activeOutbound?.inbound.name == old.inbound.name, "B still sends on the old SA")
+        #expect(p.backendA.activeOutbound?.inbound.name != p.backendA.children.first?.inbound.name, "A, the initiator, moved at once")
+        p.filter = { _ in true }
+        p.queue += held
+        p.run()
+        #expect(p.backendB.activeOutbound?.inbound.name == p.backendB.children.last?.inbound.name, "the delete moves B over")
+        expectMatching(p)
+    }
+
+    @Test func theRekeyResponderMovesOverByItselfWhenTheDeleteNeverComes() throws {
+        let p = try Profiles.pair()
+        try p.a.initiate(child: "net-a", now: p.now)
+        p.run()
+        p.filter = { d in !(d.from.address == Profiles.gwA && (try? IKEMessage.decodeHeader(d.bytes))?.exchange == .informational) }
+        try p.a.rekey(child: "net-a", now: p.now)
+        p.run()
+        let newest = try #require(p.backendB.children.last)
+        #expect(p.backendB.activeOutbound?.inbound.name != newest.inbound.name)
+        p.advance(6)
+        #expect(p.backendB.activeOutbound?.inbound.name == newest.inbound.name)
+    }
+
+    @Test func aChildRekeyAndAnIKERekeyAtOnceDeleteTheOldChildOnTheNewIKESA() throws {
+        // The old CHILD_SA's delete, queued behind the IKE SA rekey, must go on the IKE SA
+        // that holds the child by then: the peer moves its outbound traffic on that delete.
+        let p = try Profiles.pair()
+        try p.a.initiate(child: "net-a", now: p.now)
+        p.run()
+        try p.a.rekey(child: "net-a", now: p.now)
+        try p.a.rekey(ike: "to-b", now: p.now)
+        p.run()
+        #expect(p.a.sessions.count == 1 && p.b.sessions.count == 1)
+        #expect(p.backendB.activeOutbound?.inbound.name == p.backendB.children.last?.inbound.name,
+                "B moved to the new CHILD_SA at A's delete, without waiting for its timeout")
+        p.advance(6)
+        #expect(p.backendA.children.count == 1 && p.backendB.children.count == 1)
+        expectMatching(p)
+    }
+
     @Test func terminateChildAndIKERemoveEverything() throws {
         let p = try Profiles.pair()
         try p.a.initiate(child: "net-a", now: p.now)

@@ -17,6 +17,8 @@ public struct StatsSnapshot: Codable, Sendable {
     public var taken: Double
     /// The IKE agent's SAs, when the daemon has connections (`sluice list-sas` shows the same).
     public var ikeSAs: [IKESAStatus]? = nil
+    /// The IKE agent's message counters (malformed, unknown SPI, integrity failures, retransmissions, ...).
+    public var ikeCounters: AgentCounters? = nil
 
     public struct DaemonInfo: Codable, Sendable {
         public var pid: Int32

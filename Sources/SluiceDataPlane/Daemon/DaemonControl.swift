@@ -40,7 +40,9 @@ extension Daemon {
         let rules = (try? Firewall.run("nft", ["-j", "list", "table", "inet", RulesetBuilder.tableName]))?.output ?? ""
         var snap = StatsSnapshot.make(workers: workers, database: manager.database, info: info,
                                       ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))
-        snap.ikeSAs = ike?.ask(timeout: 1) { a, now in a.status(now: now) }
+        if let answer = ike?.ask(timeout: 1, { a, now in (a.status(now: now), a.counters) }) {
+            (snap.ikeSAs, snap.ikeCounters) = (answer.0, answer.1)
+        }
         return snap
     }
 

@@ -43,19 +43,14 @@ final class DataPlaneBackend: IPsecBackend {
         _ = rerender()
     }
 
-    func installChild(_ c: ChildInstall) throws {
+    func installChild(_ c: ChildInstall, outbound: Bool) throws {
         try manager.install(c.inbound, owner: owner)
         do {
             try manager.install(c.outbound, owner: owner)
             // The rules that steer the peer's ESP to the workers must be in before any packet
             // uses the new SA: its answer would otherwise reach the IKE socket and be lost.
             guard rerender() else { throw DaemonError("nftables refused the rules for CHILD_SA \(c.child)") }
-            var ids: [SAManager.PolicyID] = []
-            let origin = IKEAgent.trapOrigin(c.child)
-            for p in (c.outboundPolicies + c.inboundPolicies).reversed() {  // each goes first: reversed keeps their order
-                ids.append(try manager.addPolicy(p, owner: owner, at: manager.firstPolicyIndex(origin: origin, direction: p.direction)))
-            }
-            childPolicies[c.inbound.name] = ids
+            try addPolicies(c.inboundPolicies + (outbound ? c.outboundPolicies : []), of: c)
         } catch {
             childPolicies.removeValue(forKey: c.inbound.name)?.forEach { manager.removePolicy($0) }
             manager.remove(sa: c.outbound.name)
@@ -65,6 +60,21 @@ final class DataPlaneBackend: IPsecBackend {
         if !rerender() {
             removeChild(c)
             throw DaemonError("nftables refused the rules for CHILD_SA \(c.child)")
+        }
+    }
+
+    func activateOutbound(_ c: ChildInstall) throws {
+        try addPolicies(c.outboundPolicies, of: c)
+        _ = rerender()
+    }
+
+    /// Each goes before every policy of its child already there (the trap, an older SA pair):
+    /// reversed keeps their own order.
+    private func addPolicies(_ policies: [Policy], of c: ChildInstall) throws {
+        let origin = IKEAgent.trapOrigin(c.child)
+        for p in policies.reversed() {
+            let id = try manager.addPolicy(p, owner: owner, at: manager.firstPolicyIndex(origin: origin, direction: p.direction))
+            childPolicies[c.inbound.name, default: []].append(id)
         }
     }
 

@@ -12,7 +12,12 @@ public protocol IPsecBackend: AnyObject {
     func installTrap(child: String, outbound: [Policy], inbound: [Policy]) throws
     func removeTrap(child: String)
     /// Installs inbound SA, then outbound SA, then the policies (ahead of the child's trap).
-    func installChild(_ c: ChildInstall) throws
+    /// `outbound: false` leaves out the outbound policies, so traffic keeps the old SA: the
+    /// responder of a rekey waits until the initiator has the new inbound SA (its delete of
+    /// the old one says so), as strongSwan does.
+    func installChild(_ c: ChildInstall, outbound: Bool) throws
+    /// The outbound policies of a child installed with `outbound: false`.
+    func activateOutbound(_ c: ChildInstall) throws
     func removeChild(_ c: ChildInstall)
     /// Traffic through an installed SA, for `list-sas`.
     func counters(sa name: String) -> (packets: UInt64, bytes: UInt64)?
@@ -45,6 +50,8 @@ public final class MemoryBackend: IPsecBackend {
     public private(set) var children: [ChildInstall] = []
     public private(set) var traps: [String: (outbound: [Policy], inbound: [Policy])] = [:]
     public private(set) var removed: [ChildInstall] = []
+    /// Inbound SA names of the children whose outbound policies are in.
+    public private(set) var outboundActive: Set<String> = []
     public var failInstall = false
     private var spis: Set<UInt32> = []
     public var packets: [String: UInt64] = [:]
@@ -58,13 +65,18 @@ public final class MemoryBackend: IPsecBackend {
     public func releaseSPI(_ spi: UInt32) { spis.remove(spi) }
     public func installTrap(child: String, outbound: [Policy], inbound: [Policy]) throws { traps[child] = (outbound, inbound) }
     public func removeTrap(child: String) { traps[child] = nil }
-    public func installChild(_ c: ChildInstall) throws {
+    public func installChild(_ c: ChildInstall, outbound: Bool) throws {
         struct Refused: Error {}
         if failInstall { throw Refused() }
         children.append(c)
+        if outbound { outboundActive.insert(c.inbound.name) }
     }
+    public func activateOutbound(_ c: ChildInstall) throws { outboundActive.insert(c.inbound.name) }
+    /// The child whose outbound SA traffic takes now (the newest with its outbound policies in).
+    public var activeOutbound: ChildInstall? { children.last { outboundActive.contains($0.inbound.name) } }
     public func removeChild(_ c: ChildInstall) {
         children.removeAll { $0.inbound.name == c.inbound.name }
+        outboundActive.remove(c.inbound.name)
         removed.append(c)
     }
     public func counters(sa name: String) -> (packets: UInt64, bytes: UInt64)? { (packets[name] ?? 0, 0) }

@@ -92,7 +92,8 @@ extension IKEAgent {
             }
             let ourSPI = backend.allocateSPI()
             guard let install = installChild(s, p, alg, inbound: ourSPI, outbound: peerSPI, secret: secret, nonceI: nonceI, nonceR: nonceR,
-                                             local: narrowedR, remote: narrowedI, now: now, reason: rekeyed == nil ? "peer" : "rekey by peer") else {
+                                             local: narrowedR, remote: narrowedI, now: now, reason: rekeyed == nil ? "peer" : "rekey by peer",
+                                             weInitiated: false, outboundNow: rekeyed == nil) else {
                 backend.releaseSPI(ourSPI)
                 return [.notify(NotifyPayload(type: NotifyType.noProposalChosen))]
             }
@@ -163,7 +164,7 @@ extension IKEAgent {
             }
         }
         guard installChild(s, r.profile, alg, inbound: r.spi, outbound: peerSPI, secret: secret, nonceI: nonceI, nonceR: nonceR,
-                           local: tsi, remote: tsr, now: now, reason: r.reason) != nil else {
+                           local: tsi, remote: tsr, now: now, reason: r.reason, weInitiated: true) != nil else {
             fail("the data plane refused the SA")
             return
         }
@@ -171,7 +172,7 @@ extension IKEAgent {
         if let old = r.rekeys {
             // Make-before-break: outbound already moved to the new SA; delete the old one.
             old.state = .deleting
-            enqueue(s, .deleteChild(old), now: now)
+            enqueue(s.current, .deleteChild(old), now: now)
         }
     }
 
@@ -179,7 +180,8 @@ extension IKEAgent {
     @discardableResult
     func installChild(_ s: IKESession, _ p: ChildProfile, _ alg: NegotiatedAlgorithms, inbound: UInt32, outbound: UInt32,
                       secret: SecretBytes?, nonceI: [UInt8], nonceR: [UInt8], local: [WireTrafficSelector],
-                      remote: [WireTrafficSelector], now: Double, reason: String) -> ChildSA? {
+                      remote: [WireTrafficSelector], now: Double, reason: String, weInitiated: Bool,
+                      outboundNow: Bool = true) -> ChildSA? {
         guard let keys = s.keys, let prf = s.algorithms?.prf, let proposal = alg.espProposal else {
             log(AgentLog(.error, "CHILD_SA \(p.name): \(alg.summary) is not something the data plane can run"))
             return nil
@@ -196,7 +198,9 @@ extension IKEAgent {
         }
         let ir = SecretBytes(Array(keymat.bytes[0..<each])), ri = SecretBytes(Array(keymat.bytes[each..<(2 * each)]))
         keymat.wipe()
-        let (outKey, inKey) = s.isInitiator ? (ir, ri) : (ri, ir)
+        // §2.17: "initiator" is whoever sent this exchange's request (its nonce is Ni), which in
+        // CREATE_CHILD_SA need not be the IKE SA's original initiator.
+        let (outKey, inKey) = weInitiated ? (ir, ri) : (ri, ir)
         var life = Lifetime()
         if p.rekeyBytes > 0 { life.softBytes = p.rekeyBytes }
         if p.rekeyPackets > 0 { life.softPackets = p.rekeyPackets }
@@ -212,16 +216,28 @@ extension IKEAgent {
         let policies = ChildPolicies.make(local: local, remote: remote, outboundSA: outName, inboundSA: inName, origin: Self.trapOrigin(p.name))
         let install = ChildInstall(child: p.name, inbound: config(inName, .inbound, inbound, inKey), outbound: config(outName, .outbound, outbound, outKey),
                                    outboundPolicies: policies.outbound, inboundPolicies: policies.inbound)
-        do { try backend.installChild(install) } catch {
+        do { try backend.installChild(install, outbound: outboundNow) } catch {
             log(AgentLog(.error, "CHILD_SA \(p.name): the data plane refused it: \(error)"))
             return nil
         }
         let child = ChildSA(profile: p, inboundSPI: inbound, outboundSPI: outbound, algorithms: alg, localTS: local, remoteTS: remote,
                             install: install, now: now)
         child.rekeyAt = p.rekeyTime > 0 ? now + Self.jittered(p.rekeyTime) : nil
-        s.children.append(child)
+        if !outboundNow { child.outboundPendingUntil = now + rekeyedInboundDelay }
+        // An answer that arrives after the IKE SA was rekeyed belongs to its successor.
+        s.current.children.append(child)
         log(AgentLog(.notice, "CHILD_SA \(p.name){\(Self.hex(inbound))_i \(Self.hex(outbound))_o} established (\(reason)): \(alg.summary), \(p.mode.rawValue), \(local.map(\.description).joined(separator: ",")) === \(remote.map(\.description).joined(separator: ","))"))
         return child
+    }
+
+    /// A rekey's responder moves outbound traffic to the new SA once the initiator deleted the
+    /// old one (it has the new inbound SA then), or after a few seconds at the latest.
+    func activateOutbound(_ s: IKESession, _ child: ChildSA) {
+        guard child.outboundPendingUntil != nil else { return }
+        child.outboundPendingUntil = nil
+        do { try backend.activateOutbound(child.install) } catch {
+            log(AgentLog(.error, "CHILD_SA \(child.profile.name): cannot move outbound traffic to the new SA: \(error)"))
+        }
     }
 
     func startRekey(_ s: IKESession, _ child: ChildSA, now: Double) {

@@ -58,7 +58,11 @@ extension IKEAgent {
         transport.send(datagram, from: s.local, to: from)
         counters.sent += 1
         if closeAfter { close(s, why: s.state == .rekeyed ? "replaced by its rekey" : s.state == .deleting && s.establishedAt == nil ? "authentication failed" : "deleted by the peer") }
-        else { pump(s, now: now) }
+        else {
+            pump(s, now: now)
+            // After answering the peer's IKE SA rekey: what moved to the new IKE SA may go now.
+            if let n = s.successor { pump(n, now: now) }
+        }
     }
 
     func handleResponse(_ s: IKESession, _ m: IKEMessage, _ bytes: [UInt8], from: Endpoint, to: Endpoint, now: Double) {
@@ -114,6 +118,8 @@ extension IKEAgent {
                 for raw in d.spis {
                     guard let spi = Self.spi32(raw), let child = s.children.first(where: { $0.outboundSPI == spi }) else { continue }
                     ours.append(Self.spiBytes(child.inboundSPI))
+                    // The initiator of a rekey deletes the old SA once it has the new one: ours may follow.
+                    for newer in s.children where newer !== child && newer.profile.name == child.profile.name { activateOutbound(s, newer) }
                     if child.state == .rekeyed || s.children.contains(where: { $0.profile.name == child.profile.name && $0 !== child && $0.state == .installed }) {
                         child.state = .deleting
                         child.removeAt = now + rekeyedInboundDelay

@@ -88,6 +88,7 @@ extension IKEAgent {
         next.nonceR = nr
         log(AgentLog(.notice, "IKE SA \(s.label) rekeyed: now \(next.label) (\(alg.summary))"))
         enqueue(s, .deleteIKE, now: now)
+        pump(next, now: now)   // requests about the children that moved over
     }
 
     /// The new IKE SA of a rekey: same peer, identities and NAT state, the children moved over.
@@ -116,6 +117,15 @@ extension IKEAgent {
         n.queuedChildren = s.queuedChildren
         s.children = []
         s.queuedChildren = []
+        // Requests about CHILD_SAs go with them: the peer looks for a child on the IKE SA that
+        // holds it now (strongSwan ignores a delete on the old one, and then never moves its
+        // outbound traffic to the rekeyed CHILD_SA).
+        let aboutChildren: (IKESession.Purpose) -> Bool = {
+            switch $0 { case .deleteChild, .createChild: return true; default: return false }
+        }
+        n.pending = s.pending.filter(aboutChildren)
+        s.pending.removeAll(where: aboutChildren)
+        s.successor = n
         s.state = .rekeyed
         s.rekeyAt = nil
         sessions[n.ourSPI] = n

@@ -178,6 +178,7 @@ public final class IKEAgent {
                 enqueue(s, .dpd, now: now)
             }
             for child in s.children {
+                if let at = child.outboundPendingUntil, now >= at { activateOutbound(s, child) }
                 if let at = child.removeAt, now >= at { removeChild(s, child, why: nil) }
                 else if child.state == .installed, let at = child.rekeyAt, now >= at { startRekey(s, child, now: now) }
             }
@@ -336,8 +337,8 @@ public final class IKEAgent {
     }
 }
 
-/// What the agent counted; the stats view shows them.
-public struct AgentCounters: Sendable, Equatable {
+/// What the agent counted (`sluice stats --json`: `ikeCounters`), never reset.
+public struct AgentCounters: Sendable, Equatable, Codable {
     public var sent: UInt64 = 0
     public var received: UInt64 = 0
     public var retransmits: UInt64 = 0

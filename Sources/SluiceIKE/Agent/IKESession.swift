@@ -45,6 +45,15 @@ final class IKESession {
     var rekeyAt: Double?
     /// Why this IKE SA was started (for logs): "trap", "start", "peer", "initiate".
     var reason: String
+    /// After a rekey: the IKE SA that took over this one's CHILD_SAs.
+    weak var successor: IKESession?
+
+    /// The IKE SA that owns this one's children now (itself, or the end of its rekeys).
+    var current: IKESession {
+        var s = self
+        while let n = s.successor { s = n }
+        return s
+    }
 
     struct Outstanding {
         var id: UInt32
@@ -141,6 +150,9 @@ final class ChildSA {
     var rekeyAt: Double?
     /// After a rekey, the old inbound SA keeps accepting until then (make-before-break).
     var removeAt: Double?
+    /// A rekey's responder: outbound traffic moves to this SA at the initiator's delete of
+    /// the old one, or at this time.
+    var outboundPendingUntil: Double?
 
     init(profile: ChildProfile, inboundSPI: UInt32, outboundSPI: UInt32, algorithms: NegotiatedAlgorithms,
          localTS: [WireTrafficSelector], remoteTS: [WireTrafficSelector], install: ChildInstall, now: Double) {
