@@ -24,6 +24,8 @@ public final class IKEAgent {
     public var rekeyedInboundDelay: Double = 5
     /// An acquire for a child whose negotiation failed waits this long before trying again.
     public var acquireRetry: Double = 5
+    /// The time peer certificates are checked at (Unix seconds); nil: the system clock.
+    public var certificateTime: (() -> Int64)?
     var trapsInstalled = false
 
     struct HalfOpenKey: Hashable { var spiI: UInt64; var remote: Endpoint }
