@@ -139,3 +139,14 @@ enum PKI {
         #expect("\(CertificateFailure.expired(subject: "CN=x", notAfter: 1_609_459_200))" == "certificate \"CN=x\" expired on 2021-01-01 00:00:00 UTC")
     }
 }
+
+@Suite struct IdentityTextTests {
+    /// A peer's names reach log lines: control characters are shown escaped, not written.
+    @Test func peerNamesCannotBreakLogLines() throws {
+        let dn = DistinguishedName.Attribute(type: [0x55, 0x04, 0x03], tag: DER.utf8String, value: Array("gw\nfake log line".utf8))
+        let der = DER.encode(DER.sequence, DER.encode(DER.set, DER.encode(DER.sequence, DER.encode(DER.oid, dn.type) + DER.encode(dn.tag, dn.value))))
+        #expect(IDPayload(type: .derDN, data: der).text == "CN=gw\\u{a}fake log line")
+        #expect(IDPayload(type: .fqdn, data: Array("a\r\nb".utf8)).text == "a\\u{d}\\u{a}b")
+        #expect(SubjectAltName.dns("x\u{1b}[31m").description == "DNS:x\\u{1b}[31m")
+    }
+}

@@ -8,8 +8,19 @@ import SluiceIKE
 /// config file become profiles; negotiated CHILD_SAs arrive through `DataPlaneBackend`, and
 /// the rules are re-rendered from everything the manager holds after each change.
 extension Daemon {
-    /// Profiles for the agent, with every string parsed (proposals were checked at load).
+    /// Profiles for the agent, with every string parsed (proposals were checked at load)
+    /// and the certificate and key files of `auth = "pubkey"` read.
     static func profiles(_ config: SluiceConfiguration) throws -> [ConnectionProfile] {
+        try profiles(config, credentials: true)
+    }
+
+    /// What the trap policies need (addresses, children), without reading any certificate
+    /// or key file. Not for the agent: a pubkey connection's auth is left empty here.
+    static func trapProfiles(_ config: SluiceConfiguration) throws -> [ConnectionProfile] {
+        try profiles(config, credentials: false)
+    }
+
+    private static func profiles(_ config: SluiceConfiguration, credentials: Bool) throws -> [ConnectionProfile] {
         try config.connections.map { c in
             let at = "\(config.path):\(c.line): connection \(c.name)"
             func identity(_ text: String?, _ key: String) throws -> IDPayload? {
@@ -20,6 +31,8 @@ extension Daemon {
             let auth: ConnectionAuth
             switch c.auth {
             case let .psk(secret): auth = .psk(secret)
+            case .pubkey where !credentials:
+                auth = .psk(SecretBytes([]))
             case let .pubkey(certificate, privateKey, caCertificates):
                 auth = .certificates(try Self.credentials(at: at, certificate: certificate, privateKey: privateKey,
                                                           caCertificates: caCertificates, localID: localID))

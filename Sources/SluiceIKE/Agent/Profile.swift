@@ -170,7 +170,7 @@ extension IDPayload {
     public var text: String {
         switch type {
         case .ipv4, .ipv6: return IPAddress(bytes: data[...]).map(\.description) ?? "?"
-        case .fqdn, .rfc822: return String(decoding: data, as: UTF8.self)
+        case .fqdn, .rfc822: return String(decoding: data, as: UTF8.self).printable
         case .derDN: return (try? DistinguishedName(der: data)).map(\.description) ?? "DN(\(data.count) bytes)"
         default: return "\(type)(\(data.count) bytes)"
         }

@@ -34,8 +34,8 @@ public enum SubjectAltName: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .dns(n): return "DNS:\(n)"
-        case let .email(e): return "email:\(e)"
+        case let .dns(n): return "DNS:\(n.printable)"
+        case let .email(e): return "email:\(e.printable)"
         case let .ip(a): return "IP:\(a)"
         }
     }

@@ -78,7 +78,7 @@ public struct DistinguishedName: Sendable, CustomStringConvertible {
     public var description: String {
         rdns.flatMap { $0 }.map { a in
             let name = Self.attributes.first { $0.oid == a.type }?.names[0] ?? OID.dotted(a.type[...])
-            return "\(name)=\(Self.text(a) ?? "#" + a.value.map { String($0, radix: 16).leftPadded(2) }.joined())"
+            return "\(name)=\(Self.text(a)?.printable ?? "#" + a.value.map { String($0, radix: 16).leftPadded(2) }.joined())"
         }.joined(separator: ", ")
     }
 
@@ -193,6 +193,13 @@ public struct DistinguishedNameError: Error, Equatable, CustomStringConvertible 
 }
 
 extension String {
+    /// Control characters escaped (`\u{a}`): names from the peer go into log lines.
+    var printable: String {
+        unicodeScalars.map { c in
+            c.value < 0x20 || (0x7f...0x9f).contains(c.value) ? "\\u{\(String(c.value, radix: 16))}" : String(c)
+        }.joined()
+    }
+
     var trimmingSpaces: String {
         String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
