@@ -164,11 +164,14 @@ public enum ConfigLoader {
         String(decoding: try readBytes(path), as: UTF8.self)
     }
 
-    static func readBytes(_ path: String) throws -> [UInt8] {
+    /// A whole file (at most 16 MiB). Key files go through here too: the read buffer is
+    /// zeroed before it goes, and the caller wipes what it gets (SecretBytes).
+    public static func readBytes(_ path: String) throws -> [UInt8] {
         guard let f = fopen(path, "r") else { throw FileError(message: "cannot open: \(String(cString: strerror(errno)))") }
         defer { fclose(f) }
         var data: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
+        defer { SecretBytes(chunk).wipe() }
         while true {
             let n = fread(&chunk, 1, chunk.count, f)
             if n > 0 { data.append(contentsOf: chunk[0..<n]) }

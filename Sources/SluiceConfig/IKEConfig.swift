@@ -93,9 +93,10 @@ public struct IKEConnection: Sendable, Equatable {
     public var remoteAddrs: [IPAddress]
     /// IKE proposals in strongSwan's syntax; the IKE agent checks the algorithms.
     public var proposals: [String]
-    /// An IP address, FQDN or user@fqdn. nil: the local address in use.
+    /// An IP address, DN, FQDN or user@fqdn. nil: the local address in use (psk), the
+    /// certificate's subject (pubkey).
     public var localID: String?
-    /// nil: any identity the peer proves (strongSwan's %any).
+    /// nil: any identity the peer proves (strongSwan's %any); a DN may use `*` values.
     public var remoteID: String?
     public var auth: IKEAuth
     /// Force ESP-in-UDP (port 4500) even without a NAT in the path.

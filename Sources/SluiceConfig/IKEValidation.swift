@@ -260,8 +260,9 @@ extension Validator {
         return ok ? out : nil
     }
 
-    /// local_id / remote_id: an IP address, an FQDN or user@fqdn (RFC 7296 §3.5 ID types);
-    /// remote_id may be %any, which is also its default (nil).
+    /// local_id / remote_id: an IP address, a distinguished name ("CN=gw-a, O=Example"), an
+    /// FQDN or user@fqdn (RFC 7296 §3.5 ID types); remote_id may be %any, which is also its
+    /// default (nil), or a DN with `*` values.
     mutating func identity(_ t: TOMLTable, _ k: String) -> String? {
         guard let (s, line) = string(t, k) else { return nil }
         if s == "%any" {
@@ -269,8 +270,18 @@ extension Validator {
             error(line, "local_id cannot be %any: the peer must be told who we are")
             return nil
         }
+        if s.contains("=") {
+            do {
+                let dn = try DistinguishedName(parsing: s)
+                if k == "local_id", dn.hasWildcard { error(line, "local_id = \"\(s)\" has a '*' value: only remote_id may be a pattern"); return nil }
+            } catch {
+                self.error(line, "\(k) = \"\(s)\" is not a distinguished name like \"CN=gw-a, O=Example\": \(error)")
+                return nil
+            }
+            return s
+        }
         guard Validator.isIdentity(s) else {
-            error(line, "\(k) = \"\(s)\" is not an IP address, an FQDN (gw.example) or user@fqdn\(s.hasPrefix("@") ? " (write the FQDN without '@')" : "")")
+            error(line, "\(k) = \"\(s)\" is not an IP address, a DN (CN=gw, O=Example), an FQDN (gw.example) or user@fqdn\(s.hasPrefix("@") ? " (write the FQDN without '@')" : "")")
             return nil
         }
         return s

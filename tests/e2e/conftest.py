@@ -35,7 +35,7 @@ def pytest_collection_finish(session):
         except RuntimeError as e:
             problems.append(str(e))
     if any(getattr(m, "NEEDS_STRONGSWAN", False) for m in modules):
-        for tool in ("/usr/lib/ipsec/charon", "swanctl", "unshare"):
+        for tool in ("/usr/lib/ipsec/charon", "swanctl", "pki", "unshare"):
             if shutil.which(tool) is None:
                 problems.append(f"{tool} is missing: scripts/install-deps.sh installs strongSwan (apt-get)")
     if problems:

@@ -10,10 +10,18 @@ PSK = "0x" + "5a" * 32
 
 def connection(name, local, remote, child, local_ts, remote_ts, *, proposals=("aes128gcm16-prfsha256-x25519",),
                esp=("aes128gcm16",), mode="tunnel", start_action="none", dpd_delay=0, dpd_action="clear",
-               psk=PSK, local_id=None, remote_id=None, rekey_time=None, child_extra="", ike_rekey_time=None):
+               psk=PSK, local_id=None, remote_id=None, rekey_time=None, child_extra="", ike_rekey_time=None,
+               pubkey=None):
+    """`pubkey`: (local_cert, local_key, [ca_certs]) paths for auth = "pubkey" instead of the PSK.
+    `rekey_time` is the child's, `ike_rekey_time` the connection's."""
     q = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"
+    if pubkey:
+        cert, key, cas = pubkey
+        auth = f'auth = "pubkey"\nlocal_cert = "{cert}"\nlocal_key = "{key}"\nca_certs = {q(cas)}\n'
+    else:
+        auth = f'auth = "psk"\npsk = "{psk}"\n'
     text = (f'[[connection]]\nname = "{name}"\nlocal_addrs = ["{local}"]\nremote_addrs = ["{remote}"]\n'
-            f'proposals = {q(proposals)}\nauth = "psk"\npsk = "{psk}"\ndpd_delay = {dpd_delay}\n')
+            f'proposals = {q(proposals)}\n{auth}dpd_delay = {dpd_delay}\n')
     if ike_rekey_time is not None:
         text += f"rekey_time = {ike_rekey_time}\n"
     if local_id:

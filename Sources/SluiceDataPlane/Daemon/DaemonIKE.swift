@@ -8,13 +8,34 @@ import SluiceIKE
 /// config file become profiles; negotiated CHILD_SAs arrive through `DataPlaneBackend`, and
 /// the rules are re-rendered from everything the manager holds after each change.
 extension Daemon {
-    /// Profiles for the agent, with every string parsed (proposals were checked at load).
+    /// Profiles for the agent, with every string parsed (proposals were checked at load)
+    /// and the certificate and key files of `auth = "pubkey"` read.
     static func profiles(_ config: SluiceConfiguration) throws -> [ConnectionProfile] {
+        try profiles(config, credentials: true)
+    }
+
+    /// What the trap policies need (addresses, children), without reading any certificate
+    /// or key file. Not for the agent: a pubkey connection's auth is left empty here.
+    static func trapProfiles(_ config: SluiceConfiguration) throws -> [ConnectionProfile] {
+        try profiles(config, credentials: false)
+    }
+
+    private static func profiles(_ config: SluiceConfiguration, credentials: Bool) throws -> [ConnectionProfile] {
         try config.connections.map { c in
-            let psk: SecretBytes
+            let at = "\(config.path):\(c.line): connection \(c.name)"
+            func identity(_ text: String?, _ key: String) throws -> IDPayload? {
+                guard let text else { return nil }
+                do { return try IDPayload.parse(text) } catch { throw DaemonError("\(at): \(key) = \"\(text)\": \(error)") }
+            }
+            let localID = try identity(c.localID, "local_id"), remoteID = try identity(c.remoteID, "remote_id")
+            let auth: ConnectionAuth
             switch c.auth {
-            case let .psk(secret): psk = secret
-            case .pubkey: throw DaemonError("\(config.path):\(c.line): connection \(c.name): auth = \"pubkey\" is not supported yet; use auth = \"psk\"")
+            case let .psk(secret): auth = .psk(secret)
+            case .pubkey where !credentials:
+                auth = .psk(SecretBytes([]))
+            case let .pubkey(certificate, privateKey, caCertificates):
+                auth = .certificates(try Self.credentials(at: at, certificate: certificate, privateKey: privateKey,
+                                                          caCertificates: caCertificates, localID: localID))
             }
             func parse(_ list: [String], esp: Bool, line: Int) throws -> [ProposalSpec] {
                 var out: [ProposalSpec] = []
@@ -37,9 +58,45 @@ extension Daemon {
             }
             return ConnectionProfile(
                 name: c.name, localAddresses: c.localAddrs, remoteAddresses: c.remoteAddrs,
-                proposals: try parse(c.proposals, esp: false, line: c.line), localID: c.localID.map(IDPayload.parse),
-                remoteID: c.remoteID.map(IDPayload.parse), psk: psk, forceEncapsulation: c.encap,
+                proposals: try parse(c.proposals, esp: false, line: c.line), localID: localID,
+                remoteID: remoteID, auth: auth, forceEncapsulation: c.encap,
                 dpdDelay: Double(c.dpdDelay), rekeyTime: Double(c.rekeyTime), children: children)
+        }
+    }
+
+    /// Reads `auth = "pubkey"`'s files: local_cert (our certificate, then any intermediates
+    /// to send with it), local_key, ca_certs. Errors name the file, never the key's bytes.
+    static func credentials(at: String, certificate: String, privateKey: String, caCertificates: [String],
+                            localID: IDPayload?) throws -> CertificateCredentials {
+        func read(_ key: String, _ path: String) throws -> [UInt8] {
+            do { return try ConfigLoader.readBytes(path) } catch { throw DaemonError("\(at): \(key) \(path): \(error)") }
+        }
+        func certificates(_ key: String, _ path: String) throws -> [Certificate] {
+            do { return try Certificate.load(try read(key, path)) } catch let e as CertificateError {
+                throw DaemonError("\(at): \(key) \(path): \(e)")
+            }
+        }
+        let chain = try certificates("local_cert", certificate)
+        let keyFile = SecretBytes(try read("local_key", privateKey))
+        defer { keyFile.wipe() }
+        let key: PrivateKey
+        do { key = try PrivateKey(keyFile) } catch { throw DaemonError("\(at): local_key \(privateKey) \(error)") }
+        var authorities: [Certificate] = []
+        for path in caCertificates {
+            let cas = try certificates("ca_certs", path)
+            if let notCA = cas.first(where: { !$0.isCA }) {
+                throw DaemonError("\(at): ca_certs \(path): \"\(notCA.subject)\" is not a CA certificate (no basicConstraints CA:TRUE)")
+            }
+            authorities += cas
+        }
+        let leaf = chain[0]
+        if let id = localID, !leaf.contains(id) {
+            throw DaemonError("\(at): local_id \(id.text) is not in local_cert \(certificate) (subject \(leaf.subject)\(leaf.subjectAltNames.isEmpty ? "" : "; " + leaf.subjectAltNames.map(\.description).joined(separator: ", ")))")
+        }
+        do {
+            return try CertificateCredentials(certificate: leaf, intermediates: Array(chain.dropFirst()), privateKey: key, authorities: authorities)
+        } catch {
+            throw DaemonError("\(at): local_cert \(certificate) with local_key \(privateKey): \(error)")
         }
     }
 

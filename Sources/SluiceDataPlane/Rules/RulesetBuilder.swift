@@ -51,7 +51,7 @@ public struct RulesetBuilder: Sendable {
     }
 
     static func trapPolicies(_ config: SluiceConfiguration) -> [Policy] {
-        guard let profiles = try? Daemon.profiles(config) else { return [] }
+        guard let profiles = try? Daemon.trapProfiles(config) else { return [] }
         return profiles.flatMap { c in c.children.flatMap { ch in
             let t = IKEAgent.trapPolicies(c, ch)
             return t.outbound + t.inbound

@@ -1,30 +1,69 @@
 import SluiceCore
 
-/// IKE_AUTH (RFC 7296 §1.2, §2.15): identities, PSK authentication, and the first CHILD_SA.
+/// IKE_AUTH (RFC 7296 §1.2, §2.15): identities, authentication (PSK or certificates, see
+/// PeerAuthentication.swift), and the first CHILD_SA.
 extension IKEAgent {
     static let keyPad = Array("Key Pad for IKEv2".utf8)
 
-    func localID(_ s: IKESession) -> IDPayload { s.connection.localID ?? IDPayload(address: s.local.address) }
+    /// Our identity: the configured one, else our certificate's subject (as strongSwan), else our address.
+    func localID(_ s: IKESession) -> IDPayload {
+        if let id = s.connection.localID { return id }
+        if let c = s.connection.certificates { return IDPayload(type: .derDN, data: c.certificate.subject.der) }
+        return IDPayload(address: s.local.address)
+    }
 
-    /// AUTH for PSK (§2.15): prf(prf(PSK, "Key Pad for IKEv2"), message | nonce | prf(SK_p, ID')).
-    func pskAuth(_ s: IKESession, signer: IKESession.Role, id: IDPayload) -> [UInt8]? {
+    /// What AUTH covers (§2.15): the signer's IKE_SA_INIT message, the other side's nonce,
+    /// and prf(SK_p, ID') of the signer's identity.
+    func signedOctets(_ s: IKESession, signer: IKESession.Role, id: IDPayload) -> [UInt8]? {
         guard let alg = s.algorithms?.prf, let keys = s.keys else { return nil }
-        let prf = PRF(alg)
         let message = signer == .initiator ? s.initRequest : s.initResponse
         let nonce = signer == .initiator ? s.nonceR : s.nonceI
         let skp = signer == .initiator ? keys.skPi : keys.skPr
-        guard let macedID = try? prf.compute(key: skp.bytes, id.restOfPayload),
-              let padKey = try? prf.compute(key: s.connection.psk.bytes, Self.keyPad) else { return nil }
+        guard let macedID = try? PRF(alg).compute(key: skp.bytes, id.restOfPayload) else { return nil }
+        return message + nonce + macedID
+    }
+
+    /// AUTH for PSK (§2.15): prf(prf(PSK, "Key Pad for IKEv2"), signed octets).
+    func pskAuth(_ s: IKESession, signer: IKESession.Role, id: IDPayload, psk: SecretBytes) -> [UInt8]? {
+        guard let alg = s.algorithms?.prf, let octets = signedOctets(s, signer: signer, id: id),
+              let padKey = try? PRF(alg).compute(key: psk.bytes, Self.keyPad) else { return nil }
         defer { SecretBytes(padKey).wipe() }
-        return try? prf.compute(key: padKey, message + nonce + macedID)
+        return try? PRF(alg).compute(key: padKey, octets)
+    }
+
+    /// Our CERT payloads (end-entity first, then intermediates) and AUTH, or why we cannot make them.
+    func ownAuthentication(_ s: IKESession, id: IDPayload) -> Result<(certs: [Payload], auth: Payload), AuthFailure> {
+        switch s.connection.auth {
+        case let .psk(key):
+            guard let auth = pskAuth(s, signer: s.role, id: id, psk: key) else { return .failure(AuthFailure("no keys for AUTH")) }
+            return .success(([], .auth(method: AuthMethod.sharedKey, data: auth)))
+        case let .certificates(c):
+            guard let octets = signedOctets(s, signer: s.role, id: id) else { return .failure(AuthFailure("no keys for AUTH")) }
+            guard let scheme = SignatureScheme.choose(for: c.privateKey.kind, peer: s.peerHashes) else {
+                let theirs = s.peerHashes.map { $0.sorted().map { SignatureHash(rawValue: $0)?.description ?? "\($0)" }.joined(separator: ", ") } ?? ""
+                return .failure(AuthFailure("the peer's SIGNATURE_HASH_ALGORITHMS (\(theirs)) allow no signature with our \(c.privateKey.kind) key"))
+            }
+            let signature: [UInt8]
+            do { signature = try c.privateKey.sign(octets, scheme) } catch { return .failure(AuthFailure("cannot sign AUTH: \(error)")) }
+            let certs = ([c.certificate] + c.intermediates).map { Payload.cert(encoding: CertEncoding.x509Signature, data: $0.der) }
+            return .success((certs, .auth(method: AuthMethod.digitalSignature, data: SignatureAuthData.encode(scheme, signature: signature))))
+        }
     }
 
     func sendAuthRequest(_ s: IKESession, child: ChildRequest?, now: Double) {
         let id = localID(s)
-        guard let auth = pskAuth(s, signer: .initiator, id: id) else { failed(s, "no keys for AUTH"); return }
-        var inner: [Payload] = [.idi(id)]
-        if let r = s.connection.remoteID { inner.append(.idr(r)) }
-        inner.append(.auth(method: 2, data: auth))
+        let own: (certs: [Payload], auth: Payload)
+        switch ownAuthentication(s, id: id) {
+        case let .success(o): own = o
+        case let .failure(why): failed(s, "\(why)"); return
+        }
+        var inner: [Payload] = [.idi(id)] + own.certs
+        if let cas = s.connection.certificates?.authorities {
+            inner.append(.certreq(encoding: CertEncoding.x509Signature, data: cas.certificateRequest))
+        }
+        // IDr tells the responder whom we want (§3.5); a wildcard names no one.
+        if let r = s.connection.remoteID, !r.hasWildcard { inner.append(.idr(r)) }
+        inner.append(own.auth)
         inner.append(.notify(NotifyPayload(type: NotifyType.initialContact)))
         var request = child
         if var r = request {
@@ -39,33 +78,31 @@ extension IKEAgent {
     /// Responder side of IKE_AUTH: the response's inner payloads (possibly only an error notify).
     func handleAuthRequest(_ s: IKESession, _ inner: [Payload], now: Double) -> [Payload] {
         guard s.role == .responder, s.state == .authenticating else { return [.notify(NotifyPayload(type: NotifyType.invalidSyntax))] }
+        func refuse(_ why: String) -> [Payload] {
+            counters.authFailures += 1
+            log(AgentLog(.error, "IKE SA \(s.label) from \(s.remote): \(why) (AUTHENTICATION_FAILED)"))
+            s.state = .deleting
+            return [.notify(NotifyPayload(type: NotifyType.authenticationFailed))]
+        }
         guard case let .idi(idi)? = inner.first(where: { if case .idi = $0 { return true }; return false }),
               case let .auth(method, data)? = inner.first(where: { if case .auth = $0 { return true }; return false }) else {
-            counters.authFailures += 1
-            log(AgentLog(.error, "IKE SA \(s.label) from \(s.remote): IKE_AUTH without IDi or AUTH"))
-            s.state = .deleting
-            return [.notify(NotifyPayload(type: NotifyType.authenticationFailed))]
+            return refuse("IKE_AUTH without IDi or AUTH")
         }
-        if let want = s.connection.remoteID, want != idi {
-            counters.authFailures += 1
-            log(AgentLog(.error, "IKE SA \(s.label) from \(s.remote): peer identity \(idi.text) is not the configured \(want.text) (AUTHENTICATION_FAILED)"))
-            s.state = .deleting
-            return [.notify(NotifyPayload(type: NotifyType.authenticationFailed))]
-        }
-        guard method == 2, let expected = pskAuth(s, signer: .initiator, id: idi), Self.constantTimeEqual(expected, data) else {
-            counters.authFailures += 1
-            log(AgentLog(.error, "IKE SA \(s.label) from \(s.remote): authentication of \(idi.text) failed (AUTHENTICATION_FAILED)\(method == 2 ? "" : ": auth method \(method), only PSK (2) is configured")"))
-            s.state = .deleting
-            return [.notify(NotifyPayload(type: NotifyType.authenticationFailed))]
+        if let why = verifyPeer(s, inner, id: idi, method: method, data: data) {
+            return refuse("authentication of \(idi.text) failed: \(why)")
         }
         s.remoteID = idi
         let ourID = localID(s)
-        guard let auth = pskAuth(s, signer: .responder, id: ourID) else { return [.notify(NotifyPayload(type: NotifyType.authenticationFailed))] }
+        let own: (certs: [Payload], auth: Payload)
+        switch ownAuthentication(s, id: ourID) {
+        case let .success(o): own = o
+        case let .failure(why): return refuse("cannot authenticate ourselves: \(why)")
+        }
         s.state = .established
         s.establishedAt = now
         s.rekeyAt = s.connection.rekeyTime > 0 ? now + Self.jittered(s.connection.rekeyTime) : nil
         halfOpen = halfOpen.filter { $0.value != s.ourSPI }
-        var response: [Payload] = [.idr(ourID), .auth(method: 2, data: auth)]
+        var response: [Payload] = [.idr(ourID)] + own.certs + [own.auth]
         log(AgentLog(.notice, "IKE SA \(s.label) established with \(s.remote) (\(idi.text)): \(s.algorithms?.summary ?? "")\(s.usesEncapsulation ? ", UDP-encapsulated" : "")"))
         if inner.contains(where: { if case .sa = $0 { return true }; return false }) {
             response += childResponsePayloads(s, inner, initial: true, now: now)
@@ -87,14 +124,14 @@ extension IKEAgent {
             failed(s, "IKE_AUTH answered without IDr or AUTH\(err.map { ": \(NotifyType.name($0.type) ?? "notify \($0.type)")" } ?? "")")
             return
         }
-        if let want = s.connection.remoteID, want != idr {
+        if let why = verifyPeer(s, inner, id: idr, method: method, data: data) {
             counters.authFailures += 1
-            failed(s, "peer identity \(idr.text) is not the configured \(want.text) (AUTHENTICATION_FAILED)")
-            return
-        }
-        guard method == 2, let expected = pskAuth(s, signer: .responder, id: idr), Self.constantTimeEqual(expected, data) else {
-            counters.authFailures += 1
-            failed(s, "the peer's AUTH does not verify (AUTHENTICATION_FAILED)")
+            // §2.21.2: the initiator tells the responder, in an INFORMATIONAL of its own (sent once).
+            if let d = try? s.seal(s.header(.informational, response: false, id: s.nextRequestID),
+                                   [.notify(NotifyPayload(type: NotifyType.authenticationFailed))]) {
+                send(s, d)
+            }
+            failed(s, "authentication of \(idr.text) failed: \(why) (AUTHENTICATION_FAILED)")
             return
         }
         s.remoteID = idr
@@ -114,4 +151,16 @@ extension IKEAgent {
         for i in 0..<a.count { d |= a[i] ^ b[i] }
         return d == 0
     }
+}
+
+/// Why an authentication could not be made or was refused (for the log; never a key).
+struct AuthFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Certificate encodings (RFC 7296 §3.6).
+public enum CertEncoding {
+    /// X.509 Certificate - Signature: one DER certificate.
+    public static let x509Signature: UInt8 = 4
 }

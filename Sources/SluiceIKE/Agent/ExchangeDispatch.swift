@@ -109,6 +109,12 @@ extension IKEAgent {
     /// whether the IKE SA goes away once it is sent.
     func handleInformational(_ s: IKESession, _ inner: [Payload], now: Double) -> ([Payload], Bool) {
         var response: [Payload] = []
+        // §2.21.2: the initiator could not verify us and says so; the IKE SA goes.
+        if inner.contains(where: { if case let .notify(n) = $0 { return n.type == NotifyType.authenticationFailed }; return false }) {
+            counters.authFailures += 1
+            log(AgentLog(.error, "IKE SA \(s.label) with \(s.remote): the peer refused our authentication (AUTHENTICATION_FAILED)"))
+            return ([], true)
+        }
         for case let .delete(d) in inner {
             switch d.protocolID {
             case .ike:

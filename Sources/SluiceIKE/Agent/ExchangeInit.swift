@@ -56,6 +56,9 @@ extension IKEAgent {
         payloads.append(.nonce(s.nonceI))
         payloads += NATDetection.notifies(spiI: s.spiI, spiR: 0, source: s.local, destination: s.remote,
                                           fakeSource: s.connection.forceEncapsulation)
+        if s.connection.certificates != nil {
+            payloads.append(.notify(NotifyPayload(type: NotifyType.signatureHashAlgorithms, data: SignatureHash.notifyData())))
+        }
         let datagram = IKEMessage(header: s.header(.ikeSAInit, response: false, id: 0), payloads: payloads).encode()
         s.initRequest = datagram
         s.nextRequestID = 1
@@ -106,6 +109,7 @@ extension IKEAgent {
         }
         s.spiR = m.header.spiR
         s.nonceR = nonceR
+        s.peerHashes = Self.signatureHashes(m.payloads)
         s.initResponse = bytes
         s.algorithms = alg
         defer { secret.wipe() }
@@ -205,6 +209,7 @@ extension IKEAgent {
         }
         s.nonceI = nonceI
         s.nonceR = Self.randomBytes(Self.nonceLength)
+        s.peerHashes = Self.signatureHashes(m.payloads)
         s.algorithms = alg
         s.initRequest = bytes
         defer { secret.wipe() }
@@ -228,6 +233,11 @@ extension IKEAgent {
         var payloads: [Payload] = [.sa([proposal]), .ke(group: group.rawValue, data: dh.publicValue), .nonce(s.nonceR)]
         payloads += NATDetection.notifies(spiI: s.spiI, spiR: s.spiR, source: local, destination: remote,
                                           fakeSource: c.forceEncapsulation)
+        if let certs = c.certificates {
+            // RFC 7427 §4 and RFC 7296 §3.7: how we sign, and which CAs we trust.
+            payloads.append(.notify(NotifyPayload(type: NotifyType.signatureHashAlgorithms, data: SignatureHash.notifyData())))
+            payloads.append(.certreq(encoding: CertEncoding.x509Signature, data: certs.authorities.certificateRequest))
+        }
         let response = IKEMessage(header: s.header(.ikeSAInit, response: true, id: 0), payloads: payloads).encode()
         s.initResponse = response
         s.expectedPeerRequestID = 1
@@ -237,6 +247,14 @@ extension IKEAgent {
         transport.send(response, from: local, to: remote)
         counters.sent += 1
         log(AgentLog(.info, "IKE SA \(s.label) from \(remote): responding (\(alg.summary))"))
+    }
+
+    /// The hash algorithms of a SIGNATURE_HASH_ALGORITHMS notify among `payloads`, if any.
+    static func signatureHashes(_ payloads: [Payload]) -> Set<UInt16>? {
+        for case let .notify(n) in payloads where n.type == NotifyType.signatureHashAlgorithms {
+            return SignatureHash.parse(notifyData: n.data)
+        }
+        return nil
     }
 
     /// A negotiation we started failed: log once, remove the IKE SA; the trap policies stay.

@@ -24,6 +24,8 @@ public final class IKEAgent {
     public var rekeyedInboundDelay: Double = 5
     /// An acquire for a child whose negotiation failed waits this long before trying again.
     public var acquireRetry: Double = 5
+    /// The time peer certificates are checked at (Unix seconds); nil: the system clock.
+    public var certificateTime: (() -> Int64)?
     var trapsInstalled = false
     /// Half-open IKE SAs from which on a new IKE_SA_INIT must bring a cookie (strongSwan: cookie_threshold).
     public var cookieThreshold = 30

@@ -29,6 +29,8 @@ final class IKESession {
     var peerBehindNAT = false
     var localBehindNAT = false
     var remoteID: IDPayload?
+    /// The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4) from IKE_SA_INIT; nil if it sent none.
+    var peerHashes: Set<UInt16>?
     /// Message IDs (§2.2): ours for requests we send, the peer's for requests it sends.
     var nextRequestID: UInt32 = 0
     var expectedPeerRequestID: UInt32 = 0

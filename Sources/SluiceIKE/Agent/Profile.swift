@@ -9,11 +9,11 @@ public struct ConnectionProfile: Sendable {
     /// The peer's addresses; empty accepts any peer (responder only).
     public var remoteAddresses: [IPAddress]
     public var proposals: [ProposalSpec]
-    /// nil: our address.
+    /// nil: our address (PSK) or our certificate's subject DN (certificates), as strongSwan.
     public var localID: IDPayload?
     /// nil: any identity the peer proves.
     public var remoteID: IDPayload?
-    public var psk: SecretBytes
+    public var auth: ConnectionAuth
     /// ESP-in-UDP even without a NAT (strongSwan's `encap`).
     public var forceEncapsulation: Bool
     /// Seconds of silence before a liveness check; 0 = off.
@@ -23,12 +23,62 @@ public struct ConnectionProfile: Sendable {
     public var children: [ChildProfile]
 
     public init(name: String, localAddresses: [IPAddress], remoteAddresses: [IPAddress], proposals: [ProposalSpec],
-                localID: IDPayload? = nil, remoteID: IDPayload? = nil, psk: SecretBytes, forceEncapsulation: Bool = false,
+                localID: IDPayload? = nil, remoteID: IDPayload? = nil, auth: ConnectionAuth, forceEncapsulation: Bool = false,
                 dpdDelay: Double = 0, rekeyTime: Double = 14400, children: [ChildProfile]) {
         self.name = name; self.localAddresses = localAddresses; self.remoteAddresses = remoteAddresses
-        self.proposals = proposals; self.localID = localID; self.remoteID = remoteID; self.psk = psk
+        self.proposals = proposals; self.localID = localID; self.remoteID = remoteID; self.auth = auth
         self.forceEncapsulation = forceEncapsulation; self.dpdDelay = dpdDelay; self.rekeyTime = rekeyTime
         self.children = children
+    }
+
+    /// A connection authenticated with a pre-shared key.
+    public init(name: String, localAddresses: [IPAddress], remoteAddresses: [IPAddress], proposals: [ProposalSpec],
+                localID: IDPayload? = nil, remoteID: IDPayload? = nil, psk: SecretBytes, forceEncapsulation: Bool = false,
+                dpdDelay: Double = 0, rekeyTime: Double = 14400, children: [ChildProfile]) {
+        self.init(name: name, localAddresses: localAddresses, remoteAddresses: remoteAddresses, proposals: proposals,
+                  localID: localID, remoteID: remoteID, auth: .psk(psk), forceEncapsulation: forceEncapsulation,
+                  dpdDelay: dpdDelay, rekeyTime: rekeyTime, children: children)
+    }
+
+    /// The certificate material when the connection uses it.
+    public var certificates: CertificateCredentials? {
+        if case let .certificates(c) = auth { return c }
+        return nil
+    }
+}
+
+/// How a connection authenticates: both ends the same way, as strongSwan's `auth = psk`
+/// or `auth = pubkey`.
+public enum ConnectionAuth: Sendable {
+    case psk(SecretBytes)
+    /// X.509 certificates with RFC 7427 signatures.
+    case certificates(CertificateCredentials)
+}
+
+/// Our certificate (with the intermediates sent after it), its private key, and the CAs
+/// the peer's certificate must lead to.
+public struct CertificateCredentials: Sendable {
+    public var certificate: Certificate
+    public var intermediates: [Certificate]
+    public var privateKey: PrivateKey
+    public var authorities: CertificateAuthorities
+
+    /// Checks that the key is the certificate's, that the certificate may sign, and that
+    /// every authority is a CA.
+    public init(certificate: Certificate, intermediates: [Certificate] = [], privateKey: PrivateKey,
+                authorities: [Certificate]) throws(CertificateError) {
+        guard privateKey.matches(certificate) else {
+            throw CertificateError("the private key (\(privateKey.kind)) is not the key of certificate \"\(certificate.subject)\" (\(certificate.keyKind))")
+        }
+        guard certificate.maySign else {
+            throw CertificateError("certificate \"\(certificate.subject)\" has a keyUsage without digitalSignature: it cannot sign IKE AUTH")
+        }
+        guard !authorities.isEmpty else { throw CertificateError("no CA certificate to verify the peer with") }
+        if let notCA = authorities.first(where: { !$0.isCA }) {
+            throw CertificateError("\"\(notCA.subject)\" is not a CA certificate (no basicConstraints CA:TRUE)")
+        }
+        self.certificate = certificate; self.intermediates = intermediates; self.privateKey = privateKey
+        self.authorities = CertificateAuthorities(authorities)
     }
 }
 
@@ -85,19 +135,43 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension IDPayload {
-    /// An identity as strongSwan writes it: an address, "user@fqdn", or a name.
-    public static func parse(_ text: String) -> IDPayload {
+    /// An identity as strongSwan writes it: an address, a DN ("CN=gw-a, O=Example": it has
+    /// an '='), "user@fqdn", or a name.
+    public static func parse(_ text: String) throws(DistinguishedNameError) -> IDPayload {
         if let a = IPAddress(text) { return IDPayload(address: a) }
+        if text.contains("=") { return IDPayload(type: .derDN, data: try DistinguishedName(parsing: text).der) }
         if text.contains("@") { return IDPayload(type: .rfc822, data: Array(text.utf8)) }
         return IDPayload(type: .fqdn, data: Array(text.utf8))
     }
 
     public init(address a: IPAddress) { self.init(type: a.family == .v4 ? .ipv4 : .ipv6, data: a.bytes) }
 
+    /// Whether a peer presenting `presented` is this (configured) identity: DNs as RFC 5280
+    /// compares them (a `*` value matches any), FQDNs and user@fqdn without regard to case,
+    /// the rest byte for byte.
+    public func matches(_ presented: IDPayload) -> Bool {
+        guard type == presented.type else { return false }
+        switch type {
+        case .derDN:
+            guard let mine = try? DistinguishedName(der: data), let theirs = try? DistinguishedName(der: presented.data) else { return data == presented.data }
+            return mine.matches(theirs)
+        case .fqdn, .rfc822:
+            return String(decoding: data, as: UTF8.self).lowercased() == String(decoding: presented.data, as: UTF8.self).lowercased()
+        default:
+            return data == presented.data
+        }
+    }
+
+    /// A DN with a `*` value: a pattern for the peer's identity, not an identity to send.
+    public var hasWildcard: Bool {
+        type == .derDN && ((try? DistinguishedName(der: data))?.hasWildcard ?? false)
+    }
+
     public var text: String {
         switch type {
         case .ipv4, .ipv6: return IPAddress(bytes: data[...]).map(\.description) ?? "?"
-        case .fqdn, .rfc822: return String(decoding: data, as: UTF8.self)
+        case .fqdn, .rfc822: return String(decoding: data, as: UTF8.self).printable
+        case .derDN: return (try? DistinguishedName(der: data)).map(\.description) ?? "DN(\(data.count) bytes)"
         default: return "\(type)(\(data.count) bytes)"
         }
     }
