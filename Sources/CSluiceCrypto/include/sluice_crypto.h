@@ -109,4 +109,8 @@ int sluice_ke_derive(const sluice_ke *k, const uint8_t *peer, size_t peer_len, u
 #ifdef __cplusplus
 }
 #endif
+// Digests for protocol fields, and certificates and signatures, in headers of their own.
+#include "sluice_digest.h"
+#include "sluice_pki.h"
+
 #endif
