@@ -292,7 +292,8 @@ public final class SAManager: Sendable {
         var onEvent: (@Sendable (SAEvent) -> Void)? = nil
         if let q = events { onEvent = { e in q.post(e) } }
         let sa = try SecurityAssociation(
-            config: c, lanes: st.settings.lanes, store: store, writer: writer, reserveBlock: st.settings.reserveBlock,
+            config: c, lanes: st.settings.lanes, store: c.durable ? store : EphemeralStateStore(),
+            writer: c.durable ? writer : nil, reserveBlock: st.settings.reserveBlock,
             replayMarkInterval: st.settings.replayMarkInterval, sequence: slot.sequence, replay: slot.replay,
             now: clock(), onEvent: onEvent)
         if fresh {

@@ -36,6 +36,10 @@ public struct SAConfig: Sendable {
     public var dfPolicy: DFPolicy
     /// UDP encapsulation (RFC 3948) on port 4500.
     public var udpEncapsulation: Bool
+    /// Keep the sequence reservation and replay mark on disk. A static key lives across
+    /// restarts and needs them; a negotiated (IKE) key dies with the process, and a restart
+    /// negotiates new keys, so there is nothing to continue and nothing to replay into.
+    public var durable = true
 
     public init(name: String, direction: Direction, spi: UInt32, mode: ESPMode, local: IPAddress, remote: IPAddress,
                 proposal: Proposal, keyMaterial: SecretBytes, esn: Bool = false, replayWindow: Int = 1024,

@@ -278,3 +278,22 @@ struct SAManagerTests {
         #expect(q.post(.noSA(policy: "p")))
     }
 }
+
+extension SAManagerTests {
+    @Test("a negotiated (not durable) SA keeps its state in memory only: nothing written, traffic flows")
+    func negotiatedKeysWriteNothing() throws {
+        let store = MemoryStore()
+        let writer = ManualWriter()
+        let m = SAManager(settings: .init(reserveBlock: 4), store: store, writer: writer)
+        var out = Fixture.sa("o", .outbound)
+        out.durable = false
+        try m.install(out)
+        _ = try m.addPolicy(Policy(direction: .outbound, selector: Fixture.selector, action: .protect(sa: "o")))
+        for i in 0..<20 { #expect(Fixture.seal(m.database, i).0 == .sealed) }
+        writer.runAll()
+        #expect(store.saves == 0 && writer.count == 0)
+        // A static key is written (primed) at install.
+        try m.install(Fixture.sa("s", .outbound, spi: 0x2002))
+        #expect(store.saves > 0)
+    }
+}

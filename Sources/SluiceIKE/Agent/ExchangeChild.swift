@@ -209,9 +209,12 @@ extension IKEAgent {
         if p.lifeTime > 0 { life.hardSeconds = UInt64(p.lifeTime) }
         let inName = "\(p.name)-\(Self.hex(inbound))-in", outName = "\(p.name)-\(Self.hex(outbound))-out"
         func config(_ name: String, _ d: Direction, _ spi: UInt32, _ key: SecretBytes) -> SAConfig {
-            SAConfig(name: name, direction: d, spi: spi, mode: p.mode, local: s.local.address, remote: s.remote.address,
-                     proposal: proposal, keyMaterial: key, esn: alg.esn, replayWindow: p.replayWindow, lifetime: life,
-                     tfcPadTo: p.mode == .tunnel ? p.tfcPadTo : 0, mtu: p.mtu, dfPolicy: p.dfPolicy, udpEncapsulation: s.usesEncapsulation)
+            var c = SAConfig(name: name, direction: d, spi: spi, mode: p.mode, local: s.local.address, remote: s.remote.address,
+                             proposal: proposal, keyMaterial: key, esn: alg.esn, replayWindow: p.replayWindow, lifetime: life,
+                             tfcPadTo: p.mode == .tunnel ? p.tfcPadTo : 0, mtu: p.mtu, dfPolicy: p.dfPolicy,
+                             udpEncapsulation: s.usesEncapsulation)
+            c.durable = false   // a negotiated key never outlives this process: nothing to keep on disk
+            return c
         }
         let policies = ChildPolicies.make(local: local, remote: remote, outboundSA: outName, inboundSA: inName, origin: Self.trapOrigin(p.name))
         let install = ChildInstall(child: p.name, inbound: config(inName, .inbound, inbound, inKey), outbound: config(outName, .outbound, outbound, outKey),
