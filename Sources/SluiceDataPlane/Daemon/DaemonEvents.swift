@@ -30,12 +30,16 @@ extension Daemon {
                     let removed = manager.expire(sa: name, generation: generation)
                     logger.error("SA \(name): sequence numbers exhausted\(removed ? "; SA removed" : ""): configure a new key")
                 case let .noSA(policy):
-                    if let ike, let child = IKEAgent.child(fromTrapOrigin: policy) {
-                        // An acquire: the agent negotiates (at most one at a time per child).
-                        ike.post { a, now in a.acquire(child: child, now: now) }
-                    }
                     let now = monotonicNanos() / 1_000_000_000
-                    if now >= (lastNoSALog[policy] ?? 0) {
+                    if let ike, let child = IKEAgent.child(fromTrapOrigin: policy) {
+                        // An acquire: the agent negotiates (at most one at a time per child) and
+                        // logs it; the packets wait in the workers' hold queues meanwhile.
+                        ike.post { a, now in a.acquire(child: child, now: now) }
+                        if now >= (lastNoSALog[policy] ?? 0) {
+                            logger.info("child \(child): traffic but no CHILD_SA: held while one is negotiated (on-demand children), else dropped (no_sa)")
+                            lastNoSALog[policy] = now + 10
+                        }
+                    } else if now >= (lastNoSALog[policy] ?? 0) {
                         logger.warning("policy \(policy): PROTECT traffic but no SA; dropped (no_sa)")
                         lastNoSALog[policy] = now + 10
                     }
