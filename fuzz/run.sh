@@ -88,7 +88,7 @@ run_agent() {
   for f in fuzz/agent-seeds/*.hex; do
     grep -v '^#' "$f" | xxd -r -p > "$corpus/seed-$(basename "$f" .hex)"
   done
-  "$out/fuzz-ike-agent" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 -timeout=10 -artifact_prefix="$out/crashes/agent-" "$corpus" 2>&1 | tail -25
+  "$out/fuzz-ike-agent" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 -max_len=512 -timeout=10 -artifact_prefix="$out/crashes/agent-" "$corpus" 2>&1 | tail -25
 }
 
 case "$which" in
