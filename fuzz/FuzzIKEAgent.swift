@@ -23,15 +23,17 @@
 //  10 ...    a message sealed for one of the responder's IKE SAs with a raw inner chain
 //  11 ...    a new IKE_SA_INIT of the harness's own (other SPIs, addresses, groups, nonces)
 //  12 ...    a structured request sealed for one of the responder's IKE SAs: IKE_AUTH with an
-//            AUTH computed from the initiator's PSK, a new or rekeyed CHILD_SA, an IKE rekey, deletes
+//            AUTH computed from the initiator's PSK, a new or rekeyed CHILD_SA (with many ragged
+//            traffic selectors if asked), an IKE rekey, deletes
 //  13 f      drop the responder's next datagram (f odd) or make its next install fail (f even)
 // Invariants (a failed precondition is a finding): no trap; every CHILD_SA the responder
 // installs belongs to the IKE SA the current message is for, which has authenticated (and with
 // the wrong PSK nothing ever is installed or established); message IDs (the agent's counters
 // and the IDs on what it sends) never go backwards; the data plane never holds two children
 // with one inbound SPI, nor one the agent does not own, nor an SPI it did not reserve; one
-// datagram installs at most one child; IKE SAs, half-open entries and queues stay bounded by
-// what the input could create; half-open IKE SAs go after `halfOpenTimeout`.
+// datagram installs at most one child, with at most `maxChildPolicies` policies a direction;
+// IKE SAs, half-open entries and queues stay bounded by what the input could create; half-open
+// IKE SAs go after `halfOpenTimeout`. The initiator's data plane is checked the same way.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,6 +45,8 @@ let gwA = IPAddress("192.0.2.1")!, gwB = IPAddress("192.0.2.2")!
 var goodPSK: [UInt8] { Array("a shared secret of 32 bytes......".utf8) }
 var wrongPSK: [UInt8] { Array("not the secret, also long enough".utf8) }
 let maxOps = 64
+/// Policies a direction one CHILD_SA may bring (the agent's bound on a peer's selectors).
+let maxChildPolicies = 1024
 let steps: [Double] = [0.5, 1, 2, 4.5, 10, 31, 65, 400]
 let proposalSets: [(ike: String, esp: String)] = [
     ("aes128gcm16-prfsha256-x25519", "aes128gcm16"), ("aes128gcm16-prfsha256-x25519", "aes128gcm16-x25519"),
@@ -142,15 +146,17 @@ func profile(local: IPAddress, remote: IPAddress, config: UInt8, responder: Bool
     let set = proposalSets[Int(config & 3)]
     let mode: ESPMode = config & 4 != 0 ? .transport : .tunnel
     func ts(_ p: String) -> WireTrafficSelector { WireTrafficSelector(prefix: IPPrefix(p)!) }
+    // The responder's second child allows two adjacent halves of 10.0.0.0/24: a peer's range
+    // across both narrows into two selectors.
     let (mine, theirs, extraMine, extraTheirs) = responder
-        ? ("203.0.113.0/24", "198.51.100.0/24", "203.0.113.128/25", "10.0.0.0/8")
-        : ("198.51.100.0/24", "203.0.113.0/24", "10.0.0.0/8", "203.0.113.128/25")
+        ? ("203.0.113.0/24", "198.51.100.0/24", ["203.0.113.128/25"], ["10.0.0.0/25", "10.0.0.128/25"])
+        : ("198.51.100.0/24", "203.0.113.0/24", ["10.0.0.0/24"], ["203.0.113.128/25"])
     let esp = try! ProposalSpec.parseESP(set.esp)
     let prefix = responder ? "net-b" : "net-a"
     let children = [
         ChildProfile(name: prefix, localTS: [ts(mine)], remoteTS: [ts(theirs)], espProposals: esp, mode: mode,
                      rekeyTime: 60, lifeTime: 70),
-        ChildProfile(name: prefix + "2", localTS: [ts(extraMine)], remoteTS: [ts(extraTheirs)], espProposals: esp, mode: mode,
+        ChildProfile(name: prefix + "2", localTS: extraMine.map(ts), remoteTS: extraTheirs.map(ts), espProposals: esp, mode: mode,
                      rekeyTime: 60, lifeTime: 70),
     ]
     let psk = responder || config & 8 == 0 ? goodPSK : wrongPSK
@@ -223,6 +229,11 @@ final class Conversation {
         current = nil
         backendR.memory.failInstall = false   // op 13 refuses the installs of one datagram only
         require(backendR.memory.children.count <= before + 1, "one datagram installed \(backendR.memory.children.count - before) CHILD_SAs")
+        // What one datagram can make the data plane hold: a bounded number of policies.
+        for c in backendR.memory.children.dropFirst(before) {
+            require(c.outboundPolicies.count <= maxChildPolicies && c.inboundPolicies.count <= maxChildPolicies,
+                    "CHILD_SA \(c.child) installed with \(c.outboundPolicies.count) outbound and \(c.inboundPolicies.count) inbound policies")
+        }
     }
 
     /// The responder's datagrams go to the initiator at once; the initiator's wait for the script.
@@ -253,12 +264,18 @@ final class Conversation {
             require(s.pending.count + s.queuedChildren.count <= 4 * (commands + 4), "\(s.label): \(s.pending.count) pending, \(s.queuedChildren.count) queued")
             if config & 8 != 0 { require(s.establishedAt == nil, "\(s.label) established although the peer has the wrong PSK") }
         }
+        if config & 8 != 0 {
+            for s in initiator.sessions.values { require(s.establishedAt == nil, "the initiator's \(s.label) established with the wrong PSK") }
+        }
         for (key, spi) in r.halfOpen { require(r.sessions[spi] != nil, "half-open entry for \(key.remote) points at no IKE SA") }
         require(r.halfOpen.count <= r.sessions.count, "\(r.halfOpen.count) half-open entries, \(r.sessions.count) IKE SAs")
-        // The data plane holds exactly the children the IKE SAs own.
-        let owned = r.sessions.values.flatMap(\.children).map(\.inboundSPI).sorted()
-        let installed = backendR.memory.children.map(\.inbound.spi).sorted()
-        require(owned == installed, "the agent owns children \(owned), the data plane holds \(installed)")
+        // The data plane holds exactly the children the IKE SAs own (the initiator's too: it
+        // runs the same code on what the responder answers).
+        for (agent, backend, name) in [(r, backendR, "responder"), (initiator, backendI, "initiator")] {
+            let owned = agent.sessions.values.flatMap(\.children).map(\.inboundSPI).sorted()
+            let installed = backend.memory.children.map(\.inbound.spi).sorted()
+            require(owned == installed, "the \(name) owns children \(owned), its data plane holds \(installed)")
+        }
         require(r.lastAcquire.count <= 2, "\(r.lastAcquire.count) acquire entries for 2 children")
     }
 
@@ -413,7 +430,8 @@ final class Conversation {
             if p.isEmpty { return }
             switch p[at] {
             case var .notify(n): n.spi = spi; n.protocolID = ProtocolID.esp.rawValue; p[at] = .notify(n)
-            case let .delete(d): p[at] = .delete(DeletePayload(protocolID: d.protocolID, spis: d.spis.isEmpty ? [spi] : d.spis.map { _ in spi }))
+            case let .delete(d) where d.protocolID != .ike:
+                p[at] = .delete(DeletePayload(protocolID: d.protocolID, spis: d.spis.isEmpty ? [spi] : d.spis.map { _ in spi }))
             case let .sa(props): p[at] = .sa(props.map { var x = $0; x.spi = x.protocolID == .ike ? extra : spi; return x })
             default: p.insert(.notify(NotifyPayload(protocolID: ProtocolID.esp.rawValue, spi: spi, type: NotifyType.rekeySA)), at: at)
             }
@@ -511,7 +529,22 @@ final class Conversation {
         let which = sc.u8(), kind = sc.u8(), arg = sc.u8(), spiByte = sc.u8()
         guard let s = pick(which) else { return }
         let child = s.connection.children[Int(arg) % 2]
-        let tsi = child.remoteTS, tsr = child.localTS
+        var tsi = child.remoteTS, tsr = child.localTS
+        if arg & 64 != 0 {
+            // Many selectors (up to the payload's 255): `spiByte` different ranges from the start of
+            // the first allowed one, each up to 256 addresses wide and ragged (many prefixes).
+            func spread(_ t: [WireTrafficSelector]) -> [WireTrafficSelector] {
+                guard let base = t.first, base.family == .v4 else { return t }
+                let start = UInt32(truncatingIfNeeded: base.startAddress.low)
+                return (0..<Int(spiByte)).map { (i: Int) -> WireTrafficSelector in
+                    let lo: UInt32 = start &+ UInt32(i % 128)
+                    let hi: UInt32 = start &+ 255 &- UInt32(i % 128 + i / 128)
+                    return WireTrafficSelector(startAddress: IPAddress(v4: lo), endAddress: IPAddress(v4: hi))
+                }
+            }
+            tsi = spread(tsi)
+            tsr = spread(tsr)
+        }
         let peerSPI: [UInt8] = [0xc0, 0, 0, spiByte]
         let mode: [Payload] = child.mode == .transport ? [.notify(NotifyPayload(type: NotifyType.useTransportMode))] : []
         var exchange = ExchangeType.createChildSA
