@@ -88,7 +88,14 @@ run_agent() {
   for f in fuzz/agent-seeds/*.hex; do
     grep -v '^#' "$f" | xxd -r -p > "$corpus/seed-$(basename "$f" .hex)"
   done
-  "$out/fuzz-ike-agent" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 -max_len=512 -timeout=10 -artifact_prefix="$out/crashes/agent-" "$corpus" 2>&1 | tail -25
+  # The whole log in .build/fuzz/agent.log; here the last coverage line (edges, features),
+  # any finding (the input is kept in .build/fuzz/crashes/) and the final stats.
+  local rc=0
+  "$out/fuzz-ike-agent" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 -max_len=512 -timeout=10 \
+    -artifact_prefix="$out/crashes/agent-" "$corpus" > "$out/agent.log" 2>&1 || rc=$?
+  grep -E '^#[0-9]+.*cov:' "$out/agent.log" | tail -1
+  grep -E 'Fatal error|ERROR: libFuzzer|ERROR: AddressSanitizer|Test unit written|^stat::' "$out/agent.log" || true
+  return $rc
 }
 
 case "$which" in
