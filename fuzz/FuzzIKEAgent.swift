@@ -12,7 +12,7 @@
 // cbc-sha256/x25519, cbc-sha256/modp2048; 2 transport mode; 3 the initiator has the WRONG
 // PSK; 4 the responder requires the initiator's identity; 5 the responder accepts any peer
 // address; 6 DPD on the responder; 7 UDP encapsulation forced by the initiator). Then ops,
-// one byte each (value % 14) with their arguments, at most `maxOps`:
+// one byte each (value % 15) with their arguments, at most `maxOps`:
 //   0 deliver the next initiator datagram      1 drop it
 //   2 o16 x  deliver it with byte o (mod its length) XORed with x|1, after encryption
 //   3 o16 x  the same, in the decrypted SK plaintext (re-sealed), or after the header of IKE_SA_INIT
@@ -26,6 +26,7 @@
 //            AUTH computed from the initiator's PSK, a new or rekeyed CHILD_SA (with many ragged
 //            traffic selectors if asked), an IKE rekey, deletes
 //  13 f      drop the responder's next datagram (f odd) or make its next install fail (f even)
+//  14 p      deliver the next initiator datagram from another source port (a NAT rebinding)
 // Invariants (a failed precondition is a finding): no trap; every CHILD_SA the responder
 // installs belongs to the IKE SA the current message is for, which has authenticated (and with
 // the wrong PSK nothing ever is installed or established); message IDs (the agent's counters
@@ -354,7 +355,7 @@ final class Conversation {
     func next() -> Datagram? { wire.toResponder.isEmpty ? nil : wire.toResponder.removeFirst() }
 
     func step(_ sc: inout Script) {
-        let op = sc.u8() % 14
+        let op = sc.u8() % 15
         if trace { print("op \(op) at byte \(sc.at - 1)") }
         defer { if trace { summary() } }
         switch op {
@@ -408,9 +409,13 @@ final class Conversation {
             injectInit(&sc)
         case 12:
             injectRequest(&sc)
-        default:
+        case 13:
             let f = sc.u8()
             if f & 1 == 1 { wire.dropResponderNext = true } else { backendR.memory.failInstall = true }
+        default:
+            // A NAT rebinding: the next datagram arrives from another port of the initiator.
+            let port = UInt16(sc.u8()) << 4 | 1
+            if var d = next() { d.from.port = port; deliver(d) }
         }
     }
 
