@@ -47,10 +47,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Benchmarks (not tests): crypto per packet size, and the worker loop in process.
+        // Benchmarks (not tests): crypto per packet size, the worker loop in process, IKE rekeys.
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["SluiceCore", "SluiceDataPlane", "SluiceConfig"],
+            dependencies: ["SluiceCore", "SluiceDataPlane", "SluiceConfig", "SluiceIKE"],
             path: "Sources/SluiceBench"
         ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),

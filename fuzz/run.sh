@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets and runs them; prints libFuzzer's final stats.
-#   fuzz/run.sh [seconds] [open|ike|all]    default 600 (10 minutes) of `open`; `all` runs each
-#   open: the ESP open path and the TCP offload paths (fuzz/FuzzOpen.swift)
-#   ike:  the IKEv2 message codec, decode and re-encode (fuzz/FuzzIKE.swift)
+#   fuzz/run.sh [seconds] [open|ike|agent|all]    default 600 (10 minutes) of `open`; `all` runs each
+#   open:  the ESP open path and the TCP offload paths (fuzz/FuzzOpen.swift)
+#   ike:   the IKEv2 message codec, decode and re-encode (fuzz/FuzzIKE.swift)
+#   agent: the IKEv2 responder's state machine against an in-process initiator (fuzz/FuzzIKEAgent.swift)
+# One job each; libFuzzer's -jobs/-workers are left at 1 (the build machine is shared).
 set -euo pipefail
+# Traps reach libFuzzer as signals (it writes the input); the backtracer would hold the pipe.
+export SWIFT_BACKTRACE=enable=no
 cd "$(dirname "$0")/.."
 secs=${1:-600}
 which=${2:-open}
-case "$which" in open|ike|all) ;; *) echo "usage: fuzz/run.sh [seconds] [open|ike|all]" >&2; exit 2 ;; esac
+case "$which" in open|ike|agent|all) ;; *) echo "usage: fuzz/run.sh [seconds] [open|ike|agent|all]" >&2; exit 2 ;; esac
 out=.build/fuzz
-mkdir -p "$out/module" "$out/corpus"
+mkdir -p "$out/module" "$out/corpus" "$out/crashes"
 # The C shim, instrumented too, and a module map so the core's `import CSluiceCrypto` resolves.
-clang -c -O1 -g -fsanitize=fuzzer-no-link,address -I Sources/CSluiceCrypto/include \
-  Sources/CSluiceCrypto/sluice_crypto.c -o "$out/sluice_crypto.o"
+for c in sluice_crypto sluice_ke sluice_digest; do
+  clang -c -O1 -g -fsanitize=fuzzer-no-link,address -I Sources/CSluiceCrypto/include \
+    "Sources/CSluiceCrypto/$c.c" -o "$out/$c.o"
+done
 cat > "$out/module/module.modulemap" <<MAP
 module CSluiceCrypto {
     header "$PWD/Sources/CSluiceCrypto/include/sluice_crypto.h"
+    header "$PWD/Sources/CSluiceCrypto/include/sluice_digest.h"
     link "crypto"
     export *
 }
@@ -30,14 +37,21 @@ run_open() {
   "$out/fuzz-open" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 "$out/corpus" 2>&1 | tail -25
 }
 
-run_ike() {
-  # SluiceCore as its own module (the Wire sources `import SluiceCore`), then the codec, then
-  # the entry point; all instrumented (libFuzzer itself is linked into the last one only).
-  local lib="$out/ike-lib" corpus="$out/corpus-ike"
-  mkdir -p "$lib" "$corpus"
+# SluiceCore as its own module (the IKE sources `import SluiceCore`), instrumented.
+build_core() {
+  local lib=$1
+  mkdir -p "$lib"
   swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceCore \
     -I "$out/module" -emit-module -emit-module-path "$lib/SluiceCore.swiftmodule" -emit-library -static \
     -o "$lib/libSluiceCore.a" Sources/SluiceCore/*.swift
+}
+
+run_ike() {
+  # The core, then the codec, then the entry point; all instrumented (libFuzzer itself is
+  # linked into the last one only).
+  local lib="$out/ike-lib" corpus="$out/corpus-ike"
+  mkdir -p "$corpus"
+  build_core "$lib"
   swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceIKE \
     -I "$out/module" -I "$lib" -emit-module -emit-module-path "$lib/SluiceIKE.swiftmodule" -emit-library -static \
     -o "$lib/libSluiceIKE.a" Sources/SluiceIKE/Wire/*.swift
@@ -55,8 +69,38 @@ run_ike() {
   "$out/fuzz-ike" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 "$corpus" 2>&1 | tail -25
 }
 
+run_agent() {
+  # The whole of SluiceIKE (wire, crypto, agent) with -enable-testing: the harness reads the
+  # responder's IKE SAs (their keys, message IDs, children) to seal messages for them and to
+  # check its invariants.
+  local lib="$out/agent-lib" corpus="$out/corpus-agent"
+  mkdir -p "$corpus"
+  build_core "$lib"
+  swiftc -O -g -sanitize=fuzzer,address -parse-as-library -enable-testing -module-name SluiceIKE \
+    -I "$out/module" -I "$lib" -emit-module -emit-module-path "$lib/SluiceIKE.swiftmodule" -emit-library -static \
+    -o "$lib/libSluiceIKE.a" Sources/SluiceIKE/*/*.swift
+  swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceIKEAgentFuzz \
+    -I "$out/module" -I "$lib" fuzz/FuzzIKEAgent.swift -L "$lib" -lSluiceIKE -lSluiceCore \
+    "$out/sluice_crypto.o" "$out/sluice_ke.o" "$out/sluice_digest.o" -lcrypto -o "$out/fuzz-ike-agent"
+  # Seeds: scripts of real exchanges (fuzz/agent-seeds/*.hex, one op script each; the op
+  # encoding is in fuzz/FuzzIKEAgent.swift).
+  local f
+  for f in fuzz/agent-seeds/*.hex; do
+    grep -v '^#' "$f" | xxd -r -p > "$corpus/seed-$(basename "$f" .hex)"
+  done
+  # The whole log in .build/fuzz/agent.log; here the last coverage line (edges, features),
+  # any finding (the input is kept in .build/fuzz/crashes/) and the final stats.
+  local rc=0
+  "$out/fuzz-ike-agent" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 -max_len=512 -timeout=10 \
+    -artifact_prefix="$out/crashes/agent-" "$corpus" > "$out/agent.log" 2>&1 || rc=$?
+  grep -E '^#[0-9]+.*cov:' "$out/agent.log" | tail -1
+  grep -E 'Fatal error|ERROR: libFuzzer|ERROR: AddressSanitizer|Test unit written|^stat::' "$out/agent.log" || true
+  return $rc
+}
+
 case "$which" in
   open) run_open ;;
   ike) run_ike ;;
-  all) run_open; run_ike ;;
+  agent) run_agent ;;
+  all) run_open; run_ike; run_agent ;;
 esac

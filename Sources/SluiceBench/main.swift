@@ -4,6 +4,8 @@
 //   sluice-bench worker THREADS [seconds] [proposal] [size]   the worker loop, in process
 //   sluice-bench open THREADS [seconds] [proposal] [size] [mark]  the worker loop on inbound ESP,
 //                                                      durable replay mark on (1) or off (0)
+//   sluice-bench ike [seconds] [rounds]                IKEv2 establishments/s and CHILD_SA rekeys/s,
+//                                                      two agents in memory (IKEBench.swift)
 import Foundation
 import SluiceCore
 import SluiceDataPlane
@@ -219,7 +221,9 @@ case "open-count":
     let p = args.count > 3 ? Proposal(rawValue: args[3]) ?? .aes128gcm16 : .aes128gcm16
     let size = args.count > 4 ? Int(args[4]) ?? 1400 : 1400
     try openBench(threads: 1, seconds: 0, proposal: p, size: size, mark: args.count > 5 ? args[5] == "1" : true, packets: n)
+case "ike":
+    try ikeBench(seconds: args.count > 2 ? Double(args[2]) ?? 1 : 1, rounds: args.count > 3 ? Int(args[3]) ?? 3 : 3)
 default:
-    print("usage: sluice-bench crypto [seconds] | worker THREADS [seconds] [proposal] [size] | open THREADS [seconds] [proposal] [size] [0|1] | open-count PACKETS [proposal] [size] [0|1]")
+    print("usage: sluice-bench crypto [seconds] | worker THREADS [seconds] [proposal] [size] | open THREADS [seconds] [proposal] [size] [0|1] | open-count PACKETS [proposal] [size] [0|1] | ike [seconds] [rounds]")
     exit(2)
 }

@@ -73,8 +73,10 @@ extension IKEAgent {
         let candidates = rekeyed.map { [$0.profile] } ?? s.connection.children
         for p in candidates {
             let (allowLocal, allowRemote) = rekeyed.map { ($0.localTS, $0.remoteTS) } ?? selectors(s, p)
-            let narrowedI = Narrowing.narrow(tsi, to: allowRemote), narrowedR = Narrowing.narrow(tsr, to: allowLocal)
-            guard !narrowedI.isEmpty, !narrowedR.isEmpty else { continue }
+            // Narrowed, then cut to what one CHILD_SA may spread over (the answer's TS payloads
+            // and the SPD must hold them).
+            guard let (narrowedI, narrowedR) = Narrowing.bounded(Narrowing.narrow(tsi, to: allowRemote), Narrowing.narrow(tsr, to: allowLocal)),
+                  !narrowedI.isEmpty, !narrowedR.isEmpty else { continue }
             guard (p.mode == .transport) == wantsTransport else { lastError = NotifyType.noProposalChosen; continue }
             guard let (chosen, alg) = ProposalSpec.select(offered: offered, configured: espProposals(p, initial: initial), protocolID: .esp),
                   let peerSPI = Self.spi32(chosen.spi) else { lastError = NotifyType.noProposalChosen; continue }
@@ -140,6 +142,10 @@ extension IKEAgent {
         guard tsi.allSatisfy({ t in offeredLocal.contains { t.isSubset(of: $0) } }),
               tsr.allSatisfy({ t in offeredRemote.contains { t.isSubset(of: $0) } }) else {
             fail("the peer's traffic selectors are wider than we proposed")
+            return
+        }
+        guard Narrowing.bounded(tsi, tsr).map({ $0.0.count == tsi.count && $0.1.count == tsr.count }) ?? false else {
+            fail("the peer's traffic selectors are too many or too ragged (over \(ChildPolicies.maxSelectors) a side or \(ChildPolicies.maxPolicies) policies)")
             return
         }
         let transport = notifies.contains { $0.type == NotifyType.useTransportMode }

@@ -86,12 +86,14 @@ extension IKEAgent {
             if let old = r.rekeys, old.state == .rekeying { old.state = .installed; old.rekeyAt = now + acquireRetry * 6 }
         case let .deleteChild(child):
             // The old inbound SA of a rekey keeps taking stragglers for a moment; a plain delete goes now.
+            // An IKE SA rekey may have moved the child to the successor meanwhile: decide there.
+            guard let holder = owner(of: child, from: s) else { break }
             if child.removeAt == nil {
-                if s.children.contains(where: { $0.profile.name == child.profile.name && $0 !== child && $0.state == .installed }) {
+                if holder.children.contains(where: { $0.profile.name == child.profile.name && $0 !== child && $0.state == .installed }) {
                     child.removeAt = now + rekeyedInboundDelay
                     log(AgentLog(.info, "CHILD_SA \(child.profile.name){\(Self.hex(child.inboundSPI))_i \(Self.hex(child.outboundSPI))_o} rekeyed; old SA removed in \(Int(rekeyedInboundDelay)) s"))
                 } else {
-                    removeChild(s, child, why: "deleted (terminate)")
+                    removeChild(holder, child, why: "deleted (terminate)")
                 }
             }
         case .deleteIKE:

@@ -327,6 +327,13 @@ public final class IKEAgent {
         }
     }
 
+    /// The IKE SA that holds `child` now (nil: gone). An IKE SA rekey moves the children to
+    /// its successor while requests about them may still be in flight on the old one.
+    func owner(of child: ChildSA, from s: IKESession) -> IKESession? {
+        if s.children.contains(where: { $0 === child }) { return s }
+        return sessions.values.first { $0.children.contains { $0 === child } }
+    }
+
     func removeChild(_ s: IKESession, _ child: ChildSA, why: String?) {
         s.children.removeAll { $0 === child }
         backend.removeChild(child.install)

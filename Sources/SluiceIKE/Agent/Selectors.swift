@@ -83,6 +83,26 @@ extension WireTrafficSelector {
 }
 
 enum Narrowing {
+    /// The leading selectors of both lists that stay within `ChildPolicies`' bounds (§2.9 lets
+    /// the responder choose a subset; the first ones, a trigger's among them, are kept); nil
+    /// when even one pair is over. A peer's ragged ranges would otherwise multiply into
+    /// millions of policies, or into more selectors than a TS payload can carry.
+    static func bounded(_ i: [WireTrafficSelector], _ r: [WireTrafficSelector]) -> ([WireTrafficSelector], [WireTrafficSelector])? {
+        var i = Array(i.prefix(ChildPolicies.maxSelectors)), r = Array(r.prefix(ChildPolicies.maxSelectors))
+        // Prefixes per family on each side: the policies are at most their products' sum.
+        func sums(_ l: [WireTrafficSelector]) -> [IPAddress.Family: Int] {
+            l.reduce(into: [:]) { $0[$1.family, default: 0] += $1.prefixes.count }
+        }
+        var si = sums(i), sr = sums(r)
+        func count() -> Int { si.reduce(0) { $0 + $1.value * (sr[$1.key] ?? 0) } }
+        while count() > ChildPolicies.maxPolicies {
+            if i.count >= r.count, i.count > 1 { let x = i.removeLast(); si[x.family, default: 0] -= x.prefixes.count }
+            else if r.count > 1 { let x = r.removeLast(); sr[x.family, default: 0] -= x.prefixes.count }
+            else { return nil }
+        }
+        return (i, r)
+    }
+
     /// Every pairwise intersection of what the peer proposed with what we allow (§2.9:
     /// the responder may narrow to a subset). Duplicates removed, peer's order kept.
     static func narrow(_ proposed: [WireTrafficSelector], to allowed: [WireTrafficSelector]) -> [WireTrafficSelector] {
@@ -94,6 +114,10 @@ enum Narrowing {
 
 /// SPD policies for a CHILD_SA: one per (local, remote) selector pair and prefix, each direction.
 enum ChildPolicies {
+    /// How far one CHILD_SA may spread: selectors a side (a TS payload carries 255 at most) and
+    /// policies a direction (far above any configuration's; a peer cannot go past them).
+    static let maxSelectors = 64, maxPolicies = 1024
+
     static func make(local: [WireTrafficSelector], remote: [WireTrafficSelector], outboundSA: String?,
                      inboundSA: String?, origin: String) -> (outbound: [Policy], inbound: [Policy]) {
         var out: [Policy] = [], inb: [Policy] = []
