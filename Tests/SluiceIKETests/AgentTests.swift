@@ -169,6 +169,23 @@ enum Profiles {
         #expect(p.backendB.children.count == 1)   // processed once, not twice
     }
 
+    @Test func onlyTheSameRequestGetsTheCachedResponseAgain() throws {
+        let p = try Profiles.pair()
+        try p.a.initiate(child: "net-a", now: p.now)
+        p.run()
+        // A's IKE_AUTH request again, byte for byte, then with one byte changed (as anyone who
+        // saw the SPIs could send, from any address).
+        let auth = try #require(p.sent.first { $0.from.address == Profiles.gwA && (try? IKEMessage.decodeHeader($0.bytes))?.exchange == .ikeAuth })
+        let before = p.sent.count
+        p.b.receive(auth.bytes, from: auth.from, to: auth.to, now: p.now)
+        #expect(p.sent.count == before + 1 && p.b.counters.retransmitsAnswered == 1)
+        var forged = auth.bytes
+        forged[forged.count - 1] ^= 1
+        p.b.receive(forged, from: Endpoint(IPAddress("203.0.113.66")!, 500), to: auth.to, now: p.now)
+        #expect(p.sent.count == before + 1, "no response bounced to the forger's address")
+        #expect(p.b.counters.retransmitsAnswered == 1)
+    }
+
     @Test func childRekeyIsMakeBeforeBreak() throws {
         let p = try Profiles.pair()
         try p.a.initiate(child: "net-a", now: p.now)

@@ -7,9 +7,15 @@ extension IKEAgent {
         counters.received += 1
         let id = m.header.messageID
         if let cached = s.cachedResponse, cached.id == id {
-            // A retransmitted request: the same response, byte for byte, without processing it again.
-            counters.retransmitsAnswered += 1
-            transport.send(cached.datagram, from: s.local, to: from)
+            // A retransmitted request: the same response, byte for byte, without processing it
+            // again. Only for the very same bytes: anything else with the SPIs and this ID could
+            // otherwise bounce our response to an address of the sender's choosing.
+            if cached.request == bytes {
+                counters.retransmitsAnswered += 1
+                transport.send(cached.datagram, from: s.local, to: from)
+            } else {
+                counters.unexpected += 1
+            }
             return
         }
         guard id == s.expectedPeerRequestID else {
@@ -54,7 +60,7 @@ extension IKEAgent {
             return
         }
         s.expectedPeerRequestID &+= 1
-        s.cachedResponse = (id, datagram)
+        s.cachedResponse = (id, bytes, datagram)
         transport.send(datagram, from: s.local, to: from)
         counters.sent += 1
         if closeAfter { close(s, why: s.state == .rekeyed ? "replaced by its rekey" : s.state == .deleting && s.establishedAt == nil ? "authentication failed" : "deleted by the peer") }

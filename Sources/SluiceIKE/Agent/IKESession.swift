@@ -37,7 +37,8 @@ final class IKESession {
     var outstanding: Outstanding?
     /// Requests waiting for the window (deletes, liveness checks, rekeys).
     var pending: [Purpose] = []
-    var cachedResponse: (id: UInt32, datagram: [UInt8])?
+    /// The last response and the request it answered: only that same request, byte for byte, gets it again.
+    var cachedResponse: (id: UInt32, request: [UInt8], datagram: [UInt8])?
     var children: [ChildSA] = []
     /// Children waiting for this IKE SA (or for its one request window) to be free.
     var queuedChildren: [ChildRequest] = []
