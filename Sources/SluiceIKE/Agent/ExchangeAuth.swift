@@ -1,3 +1,4 @@
+import CSluiceCrypto
 import SluiceCore
 
 /// IKE_AUTH (RFC 7296 §1.2, §2.15): identities, authentication (PSK or certificates, see
@@ -84,8 +85,8 @@ extension IKEAgent {
             s.state = .deleting
             return [.notify(NotifyPayload(type: NotifyType.authenticationFailed))]
         }
-        guard case let .idi(idi)? = inner.first(where: { if case .idi = $0 { return true }; return false }),
-              case let .auth(method, data)? = inner.first(where: { if case .auth = $0 { return true }; return false }) else {
+        guard let idi = inner.idi,
+              case let (method, data)? = inner.auth else {
             return refuse("IKE_AUTH without IDi or AUTH")
         }
         if let why = verifyPeer(s, inner, id: idi, method: method, data: data) {
@@ -112,14 +113,14 @@ extension IKEAgent {
 
     /// Initiator side: the IKE_AUTH response.
     func handleAuthResponse(_ s: IKESession, _ inner: [Payload], child: ChildRequest?, now: Double) {
-        let notifies = inner.compactMap { if case let .notify(n) = $0 { return n } else { return nil } }
+        let notifies = inner.notifies
         if notifies.contains(where: { $0.type == NotifyType.authenticationFailed }) {
             counters.authFailures += 1
             failed(s, "the peer refused our authentication (AUTHENTICATION_FAILED)")
             return
         }
-        guard case let .idr(idr)? = inner.first(where: { if case .idr = $0 { return true }; return false }),
-              case let .auth(method, data)? = inner.first(where: { if case .auth = $0 { return true }; return false }) else {
+        guard let idr = inner.idr,
+              case let (method, data)? = inner.auth else {
             let err = notifies.first { NotifyType.isError($0.type) }
             failed(s, "IKE_AUTH answered without IDr or AUTH\(err.map { ": \(NotifyType.name($0.type) ?? "notify \($0.type)")" } ?? "")")
             return
@@ -145,11 +146,11 @@ extension IKEAgent {
     /// strongSwan's rekey jitter: up to 10% earlier, so two peers rarely rekey at once.
     static func jittered(_ t: Double) -> Double { t - Double.random(in: 0...(t / 10)) }
 
+    /// The shim's constant-time compare, the one the ESP ICV check uses.
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
-        var d: UInt8 = 0
-        for i in 0..<a.count { d |= a[i] ^ b[i] }
-        return d == 0
+        guard !a.isEmpty else { return true }
+        return a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in sluice_ct_equal(x.baseAddress, y.baseAddress, a.count) == 1 } }
     }
 }
 

@@ -45,10 +45,10 @@ extension IKEAgent {
     /// Responder: picks the child, narrows selectors, chooses ESP algorithms, installs; returns
     /// the response payloads, or one error notify (the IKE SA stays in any case).
     func childResponsePayloads(_ s: IKESession, _ inner: [Payload], initial: Bool, now: Double) -> [Payload] {
-        let notifies = inner.compactMap { if case let .notify(n) = $0 { return n } else { return nil } }
-        guard case let .sa(offered)? = inner.first(where: { if case .sa = $0 { return true }; return false }),
-              case let .tsi(tsi)? = inner.first(where: { if case .tsi = $0 { return true }; return false }),
-              case let .tsr(tsr)? = inner.first(where: { if case .tsr = $0 { return true }; return false }) else {
+        let notifies = inner.notifies
+        guard let offered = inner.sa,
+              let tsi = inner.tsi,
+              let tsr = inner.tsr else {
             return [.notify(NotifyPayload(type: NotifyType.invalidSyntax))]
         }
         let wantsTransport = notifies.contains { $0.type == NotifyType.useTransportMode }
@@ -62,12 +62,12 @@ extension IKEAgent {
         var nonceI: [UInt8] = s.nonceI, nonceR: [UInt8] = s.nonceR
         var ke: (group: UInt16, data: [UInt8])? = nil
         if !initial {
-            guard case let .nonce(ni)? = inner.first(where: { if case .nonce = $0 { return true }; return false }), (16...256).contains(ni.count) else {
+            guard let ni = inner.nonce, (16...256).contains(ni.count) else {
                 return [.notify(NotifyPayload(type: NotifyType.invalidSyntax))]
             }
             nonceI = ni
             nonceR = Self.randomBytes(Self.nonceLength)
-            if case let .ke(g, d)? = inner.first(where: { if case .ke = $0 { return true }; return false }) { ke = (g, d) }
+            if case let (g, d)? = inner.ke { ke = (g, d) }
         }
         var lastError = NotifyType.tsUnacceptable
         let candidates = rekeyed.map { [$0.profile] } ?? s.connection.children
@@ -118,7 +118,7 @@ extension IKEAgent {
 
     /// Initiator: the responder's answer to our CHILD_SA request (in IKE_AUTH or CREATE_CHILD_SA).
     func completeChild(_ s: IKESession, _ r: ChildRequest, _ inner: [Payload], now: Double) {
-        let notifies = inner.compactMap { if case let .notify(n) = $0 { return n } else { return nil } }
+        let notifies = inner.notifies
         func fail(_ why: String) {
             backend.releaseSPI(r.spi)
             lastAcquire[r.profile.name] = now
@@ -128,12 +128,12 @@ extension IKEAgent {
             fail("the peer answered \(NotifyType.name(err.type) ?? "notify \(err.type)")")
             return
         }
-        guard case let .sa(chosen)? = inner.first(where: { if case .sa = $0 { return true }; return false }), chosen.count == 1,
+        guard let chosen = inner.sa, chosen.count == 1,
               let alg = try? NegotiatedAlgorithms(chosen: chosen[0], offered: offeredESP(espProposals(r.profile, initial: r.nonce.isEmpty), spi: r.spi)),
               let peerSPI = Self.spi32(chosen[0].spi),
               espProposals(r.profile, initial: r.nonce.isEmpty).contains(where: { $0.admits(alg) }),
-              case let .tsi(tsi)? = inner.first(where: { if case .tsi = $0 { return true }; return false }),
-              case let .tsr(tsr)? = inner.first(where: { if case .tsr = $0 { return true }; return false }) else {
+              let tsi = inner.tsi,
+              let tsr = inner.tsr else {
             fail("the answer's SA or traffic selectors are missing or were not offered")
             return
         }
@@ -156,13 +156,13 @@ extension IKEAgent {
         var nonceI = s.nonceI, nonceR = s.nonceR
         var secret: SecretBytes? = nil
         if !r.nonce.isEmpty {
-            guard case let .nonce(nr)? = inner.first(where: { if case .nonce = $0 { return true }; return false }), (16...256).contains(nr.count) else {
+            guard let nr = inner.nonce, (16...256).contains(nr.count) else {
                 fail("no nonce in the CREATE_CHILD_SA answer"); return
             }
             nonceI = r.nonce
             nonceR = nr
             if let g = alg.dh {
-                guard let dh = r.dh, dh.group == g, case let .ke(kg, kd)? = inner.first(where: { if case .ke = $0 { return true }; return false }),
+                guard let dh = r.dh, dh.group == g, case let (kg, kd)? = inner.ke,
                       kg == g.rawValue, let sh = try? dh.sharedSecret(peer: kd) else {
                     fail("the answer's key exchange is missing or invalid"); return
                 }

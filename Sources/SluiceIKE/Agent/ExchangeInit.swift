@@ -69,7 +69,7 @@ extension IKEAgent {
     func handleInitResponse(_ s: IKESession, _ m: IKEMessage, _ bytes: [UInt8], from: Endpoint, now: Double) {
         guard s.state == .connecting, let o = s.outstanding, o.id == 0, case let .ikeInit(child) = o.purpose else { counters.unexpected += 1; return }
         counters.received += 1
-        let notifies = m.payloads.compactMap { if case let .notify(n) = $0 { return n } else { return nil } }
+        let notifies = m.payloads.notifies
         if let cookie = notifies.first(where: { $0.type == NotifyType.cookie }) {
             // §2.6: the same request again, the cookie first. Only once per exchange, so a peer cannot loop us.
             guard s.cookie == nil, (1...64).contains(cookie.data.count) else { close(s, why: "a second COOKIE request"); return }
@@ -92,13 +92,13 @@ extension IKEAgent {
             failed(s, "the peer refused IKE_SA_INIT: \(NotifyType.name(err.type) ?? "notify \(err.type)")")
             return
         }
-        guard m.header.spiR != 0, case let .sa(chosen)? = m.payloads.first(where: { if case .sa = $0 { return true }; return false }),
+        guard m.header.spiR != 0, let chosen = m.payloads.sa,
               chosen.count == 1, let alg = try? NegotiatedAlgorithms(chosen: chosen[0], offered: offeredIKE(s.connection, spi: [])),
               s.connection.proposals.contains(where: { $0.admits(alg) }),
               let prf = alg.prf, let group = alg.dh, group == s.dh?.group,
-              case let .ke(keGroup, keData)? = m.payloads.first(where: { if case .ke = $0 { return true }; return false }),
+              case let (keGroup, keData)? = m.payloads.ke,
               keGroup == group.rawValue,
-              case let .nonce(nonceR)? = m.payloads.first(where: { if case .nonce = $0 { return true }; return false }),
+              let nonceR = m.payloads.nonce,
               (16...256).contains(nonceR.count) else {
             failed(s, "malformed or unacceptable IKE_SA_INIT response (algorithms, KE or nonce)")
             return
@@ -111,7 +111,6 @@ extension IKEAgent {
         s.nonceR = nonceR
         s.peerHashes = Self.signatureHashes(m.payloads)
         s.initResponse = bytes
-        s.algorithms = alg
         defer { secret.wipe() }
         guard let keys = try? IKEKeys.derive(prf: prf, encryption: alg.encryption, integrity: alg.integrity, sharedSecret: secret,
                                              nonceI: s.nonceI, nonceR: nonceR, spiI: s.spiI, spiR: s.spiR) else {
@@ -119,11 +118,7 @@ extension IKEAgent {
             return
         }
         s.dh = nil
-        do {
-            s.keys = keys
-            s.sendCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: keys.skEi, integrityKey: alg.integrity == nil ? nil : keys.skAi)
-            s.receiveCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: keys.skEr, integrityKey: alg.integrity == nil ? nil : keys.skAr)
-        } catch {
+        do { try s.installKeys(keys, alg) } catch {
             failed(s, "cannot set up the IKE SA's ciphers: \(error)")
             return
         }
@@ -156,7 +151,7 @@ extension IKEAgent {
         guard m.header.messageID == 0, m.header.isInitiator else { counters.unexpected += 1; return }
         // Under load, state only for initiators that prove their address (§2.6): a cookie first.
         if halfOpen.count >= cookieThreshold {
-            let nonce: [UInt8]? = m.payloads.lazy.compactMap { if case let .nonce(n) = $0 { return n } else { return nil } }.first
+            let nonce = m.payloads.nonce
             let offered: [UInt8]? = {
                 if case let .notify(n)? = m.payloads.first, n.type == NotifyType.cookie { return n.data }
                 return nil
@@ -185,9 +180,9 @@ extension IKEAgent {
             refuse(NotifyType.noProposalChosen, why: "no connection for \(local.address) from \(remote.address)")
             return
         }
-        guard case let .sa(offered)? = m.payloads.first(where: { if case .sa = $0 { return true }; return false }),
-              case let .ke(keGroup, keData)? = m.payloads.first(where: { if case .ke = $0 { return true }; return false }),
-              case let .nonce(nonceI)? = m.payloads.first(where: { if case .nonce = $0 { return true }; return false }) else {
+        guard let offered = m.payloads.sa,
+              case let (keGroup, keData)? = m.payloads.ke,
+              let nonceI = m.payloads.nonce else {
             refuse(NotifyType.invalidSyntax, why: "SA, KE or nonce missing")
             return
         }
@@ -210,7 +205,6 @@ extension IKEAgent {
         s.nonceI = nonceI
         s.nonceR = Self.randomBytes(Self.nonceLength)
         s.peerHashes = Self.signatureHashes(m.payloads)
-        s.algorithms = alg
         s.initRequest = bytes
         defer { secret.wipe() }
         guard let keys = try? IKEKeys.derive(prf: prf, encryption: alg.encryption, integrity: alg.integrity, sharedSecret: secret,
@@ -218,11 +212,7 @@ extension IKEAgent {
             refuse(NotifyType.noProposalChosen, why: "key derivation failed")
             return
         }
-        do {
-            s.keys = keys
-            s.sendCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: keys.skEr, integrityKey: alg.integrity == nil ? nil : keys.skAr)
-            s.receiveCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: keys.skEi, integrityKey: alg.integrity == nil ? nil : keys.skAi)
-        } catch {
+        do { try s.installKeys(keys, alg) } catch {
             refuse(NotifyType.noProposalChosen, why: "cannot set up the IKE SA's ciphers")
             return
         }

@@ -17,9 +17,9 @@ extension IKEAgent {
 
     /// Responder: the peer rekeys the IKE SA. Returns the response payloads.
     func handleIKERekeyRequest(_ s: IKESession, _ inner: [Payload], now: Double) -> [Payload] {
-        guard case let .sa(offered)? = inner.first(where: { if case .sa = $0 { return true }; return false }),
-              case let .nonce(ni)? = inner.first(where: { if case .nonce = $0 { return true }; return false }), (16...256).contains(ni.count),
-              case let .ke(keGroup, keData)? = inner.first(where: { if case .ke = $0 { return true }; return false }) else {
+        guard let offered = inner.sa,
+              let ni = inner.nonce, (16...256).contains(ni.count),
+              case let (keGroup, keData)? = inner.ke else {
             return [.notify(NotifyPayload(type: NotifyType.invalidSyntax))]
         }
         if s.pending.contains(where: { if case .rekeyIKE = $0 { return true }; return false })
@@ -59,17 +59,17 @@ extension IKEAgent {
 
     /// Initiator: the answer to our IKE SA rekey.
     func completeIKERekey(_ s: IKESession, _ r: IKERekey, _ inner: [Payload], now: Double) {
-        let notifies = inner.compactMap { if case let .notify(n) = $0 { return n } else { return nil } }
+        let notifies = inner.notifies
         if let err = notifies.first(where: { NotifyType.isError($0.type) }) {
             log(AgentLog(.warning, "IKE SA \(s.label): rekey refused by the peer (\(NotifyType.name(err.type) ?? "notify \(err.type)")); retrying later"))
             s.rekeyAt = now + 30
             return
         }
-        guard case let .sa(chosen)? = inner.first(where: { if case .sa = $0 { return true }; return false }), chosen.count == 1,
+        guard let chosen = inner.sa, chosen.count == 1,
               chosen[0].spi.count == 8, let alg = try? NegotiatedAlgorithms(chosen: chosen[0], offered: offeredIKE(s.connection, spi: Self.spiBytes(r.spi))),
               let prf = alg.prf, alg.dh == r.dh.group, let oldKeys = s.keys,
-              case let .nonce(nr)? = inner.first(where: { if case .nonce = $0 { return true }; return false }), (16...256).contains(nr.count),
-              case let .ke(g, kd)? = inner.first(where: { if case .ke = $0 { return true }; return false }), g == r.dh.group.rawValue,
+              let nr = inner.nonce, (16...256).contains(nr.count),
+              case let (g, kd)? = inner.ke, g == r.dh.group.rawValue,
               let secret = try? r.dh.sharedSecret(peer: kd) else {
             log(AgentLog(.error, "IKE SA \(s.label): the rekey answer is malformed or was not offered; keeping the IKE SA"))
             s.rekeyAt = now + 30
@@ -96,16 +96,10 @@ extension IKEAgent {
                    keys: IKEKeys, now: Double) -> IKESession? {
         let n = IKESession(role: role, connection: s.connection, spiI: spiI, spiR: spiR, local: s.local, remote: s.remote,
                            now: now, reason: "rekey")
-        do {
-            let (sendKey, sendInteg, recvKey, recvInteg) = role == .initiator ? (keys.skEi, keys.skAi, keys.skEr, keys.skAr) : (keys.skEr, keys.skAr, keys.skEi, keys.skAi)
-            n.sendCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: sendKey, integrityKey: alg.integrity == nil ? nil : sendInteg)
-            n.receiveCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: recvKey, integrityKey: alg.integrity == nil ? nil : recvInteg)
-        } catch {
+        do { try n.installKeys(keys, alg) } catch {
             log(AgentLog(.error, "IKE SA \(s.label): cannot set up the rekeyed IKE SA's ciphers: \(error)"))
             return nil
         }
-        n.keys = keys
-        n.algorithms = alg
         n.state = .established
         n.establishedAt = now
         n.lastHeard = now

@@ -93,6 +93,18 @@ final class IKESession {
         IKEHeader(spiI: spiI, spiR: spiR, exchange: exchange, isInitiator: isInitiator, isResponse: response, messageID: id)
     }
 
+    /// Takes the IKE SA's keys: SK_ei/SK_ai protect what the initiator sends, SK_er/SK_ar
+    /// what the responder sends (RFC 7296 §2.14), so the role picks which is ours.
+    func installKeys(_ keys: IKEKeys, _ alg: NegotiatedAlgorithms) throws {
+        let mine = isInitiator ? (keys.skEi, keys.skAi) : (keys.skEr, keys.skAr)
+        let theirs = isInitiator ? (keys.skEr, keys.skAr) : (keys.skEi, keys.skAi)
+        let integrated = alg.integrity != nil
+        sendCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: mine.0, integrityKey: integrated ? mine.1 : nil)
+        receiveCipher = try SKCipher(encryption: alg.encryption, integrity: alg.integrity, key: theirs.0, integrityKey: integrated ? theirs.1 : nil)
+        self.keys = keys
+        algorithms = alg
+    }
+
     /// Encodes a message protected by this IKE SA.
     func seal(_ header: IKEHeader, _ inner: [Payload]) throws -> [UInt8] {
         guard let c = sendCipher else { throw AgentError.internalState("no keys yet") }

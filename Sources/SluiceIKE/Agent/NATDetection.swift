@@ -6,9 +6,7 @@ import SluiceCore
 /// user-space backend and `encap = true`, a side that asks for UDP encapsulation).
 enum NATDetection {
     static func hash(spiI: UInt64, spiR: UInt64, _ e: Endpoint) -> [UInt8] {
-        var data: [UInt8] = []
-        data.reserveCapacity(34)
-        for v in [spiI, spiR] { for s in stride(from: 56, through: 0, by: -8) { data.append(UInt8(truncatingIfNeeded: v >> UInt64(s))) } }
+        var data = IKEAgent.spiBytes(spiI) + IKEAgent.spiBytes(spiR)
         data += e.address.bytes
         data += [UInt8(e.port >> 8), UInt8(truncatingIfNeeded: e.port)]
         var out = [UInt8](repeating: 0, count: 20)
