@@ -80,10 +80,12 @@ extension Worker {
             while !entries.isEmpty {
                 let e = entries.removeFirst()
                 guard (try? packet.load(e.bytes)) != nil else { stats.drop(.truncated); continue }
-                switch PacketProcessor.process(&packet, database: db, context: ctx) {
+                let outcome = PacketProcessor.process(&packet, database: db, context: ctx)
+                switch outcome {
                 case .sealed, .unchanged, .opened:
+                    // Counted as what became of it: sealed as a rule, unchanged if the policy turned BYPASS meanwhile.
                     stats.heldSent.add()
-                    stats.sealed.add()
+                    switch outcome { case .sealed: stats.sealed.add(); case .opened: stats.opened.add(); default: stats.unchanged.add() }
                     packet.withBytes { queueRaw($0) }
                 case let .icmpError(reason):
                     stats.drop(reason)
