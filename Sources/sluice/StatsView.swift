@@ -68,6 +68,7 @@ enum StatsView {
             out += "  IKE messages: \(c.received) in, \(c.sent) out, \(c.retransmits) retransmitted; dropped: \(c.malformed) malformed, "
             out += "\(c.unknownSPI) unknown SPI, \(c.integrityFailures) integrity, \(c.unexpected) unexpected; \(c.authFailures) authentication failures, "
             out += "\(c.peersDead) dead peers, \(c.cookiesSent) cookies sent\n"
+            out += "  rekey collisions settled: \(c.rekeyCollisions)\n"
         }
         out += "\nDrops by reason\n"
         if s.drops.isEmpty { out += "  (none)\n" } else {

@@ -27,7 +27,7 @@ extension IKEAgent {
         let specs = espProposals(r.profile, initial: initial)
         out.append(.sa(offeredESP(specs, spi: r.spi)))
         if !initial {
-            r.nonce = Self.randomBytes(Self.nonceLength)
+            r.nonce = newNonce()
             out.append(.nonce(r.nonce))
             if let g = specs.first?.dh.first {
                 guard let dh = try? DiffieHellman(group: g) else { return nil }
@@ -53,9 +53,16 @@ extension IKEAgent {
         }
         let wantsTransport = notifies.contains { $0.type == NotifyType.useTransportMode }
         var rekeyed: ChildSA? = nil
+        // Our own rekey of the same CHILD_SA, in flight: a simultaneous rekey (§2.8.1).
+        var collidesWithOurs = false
         if let n = notifies.first(where: { $0.type == NotifyType.rekeySA }) {
-            guard let spi = Self.spi32(n.spi), let old = s.children.first(where: { $0.outboundSPI == spi && $0.state != .deleting }) else {
+            guard let spi = Self.spi32(n.spi), let old = s.children.first(where: { $0.outboundSPI == spi }) else {
                 return [.notify(NotifyPayload(protocolID: ProtocolID.esp.rawValue, spi: n.spi, type: NotifyType.childSANotFound))]
+            }
+            switch admitPeerRekey(of: old) {
+            case .refuse: return [.notify(NotifyPayload(type: NotifyType.temporaryFailure))]
+            case .alone: break
+            case .collides: collidesWithOurs = true
             }
             rekeyed = old
         }
@@ -66,7 +73,7 @@ extension IKEAgent {
                 return [.notify(NotifyPayload(type: NotifyType.invalidSyntax))]
             }
             nonceI = ni
-            nonceR = Self.randomBytes(Self.nonceLength)
+            nonceR = newNonce()
             if case let (g, d)? = inner.ke { ke = (g, d) }
         }
         var lastError = NotifyType.tsUnacceptable
@@ -93,13 +100,12 @@ extension IKEAgent {
                 ourKE = dh.publicValue
             }
             let ourSPI = backend.allocateSPI()
-            guard let install = installChild(s, p, alg, inbound: ourSPI, outbound: peerSPI, secret: secret, nonceI: nonceI, nonceR: nonceR,
+            guard let created = installChild(s, p, alg, inbound: ourSPI, outbound: peerSPI, secret: secret, nonceI: nonceI, nonceR: nonceR,
                                              local: narrowedR, remote: narrowedI, now: now, reason: rekeyed == nil ? "peer" : "rekey by peer",
                                              weInitiated: false, outboundNow: rekeyed == nil) else {
                 backend.releaseSPI(ourSPI)
                 return [.notify(NotifyPayload(type: NotifyType.noProposalChosen))]
             }
-            _ = install
             var chosenOurs = chosen
             chosenOurs.spi = Self.spiBytes(ourSPI)
             var out: [Payload] = []
@@ -109,7 +115,10 @@ extension IKEAgent {
             if let k = ourKE, let g = alg.dh { out.append(.ke(group: g.rawValue, data: k)) }
             out.append(.tsi(narrowedI))
             out.append(.tsr(narrowedR))
-            if let old = rekeyed { old.state = .rekeyed }
+            if let old = rekeyed {
+                // In a collision the old SA stays "rekeying" until our own answer decides which new SA survives.
+                if collidesWithOurs { old.peerRekey = PeerRekey(child: created, nonceI: nonceI, nonceR: nonceR) } else { old.state = .rekeyed }
+            }
             return out
         }
         log(AgentLog(.warning, "IKE SA \(s.label): CHILD_SA request from \(s.remote) refused (\(NotifyType.name(lastError) ?? "\(lastError)")): TSi \(tsi.map(\.description)), TSr \(tsr.map(\.description))"))
@@ -169,14 +178,21 @@ extension IKEAgent {
                 secret = sh
             }
         }
-        guard installChild(s, r.profile, alg, inbound: r.spi, outbound: peerSPI, secret: secret, nonceI: nonceI, nonceR: nonceR,
-                           local: tsi, remote: tsr, now: now, reason: r.reason, weInitiated: true) != nil else {
+        // A simultaneous rekey of the same SA (§2.8.1): the new SA with the lowest nonce goes.
+        let collision = r.rekeys?.peerRekey
+        let lost = collision.map { Self.ourRekeyLoses(ours: (nonceI, nonceR), theirs: ($0.nonceI, $0.nonceR)) } ?? false
+        guard let child = installChild(s, r.profile, alg, inbound: r.spi, outbound: peerSPI, secret: secret, nonceI: nonceI, nonceR: nonceR,
+                                       local: tsi, remote: tsr, now: now, reason: r.reason, weInitiated: true, outboundNow: !lost) else {
             fail("the data plane refused the SA")
             return
         }
         lastAcquire[r.profile.name] = nil
-        if let old = r.rekeys {
+        guard let old = r.rekeys else { return }
+        if let collision {
+            resolveChildRekeyCollision(s, old: old, ours: child, theirs: collision, weLost: lost, now: now)
+        } else if owner(of: old, from: s) != nil {
             // Make-before-break: outbound already moved to the new SA; delete the old one.
+            // (Unless the peer deleted it meanwhile: then there is nothing left to retire.)
             old.state = .deleting
             enqueue(s.current, .deleteChild(old), now: now)
         }

@@ -89,7 +89,7 @@ extension IKEAgent {
             handleAuthResponse(s, inner, child: child, now: now)
         case let .createChild(r):
             completeChild(s, r, inner, now: now)
-            if let old = r.rekeys, old.state == .rekeying { old.state = .installed; old.rekeyAt = now + acquireRetry * 6 }
+            if let old = r.rekeys, old.state == .rekeying { ourChildRekeyFailed(old, now: now) }
         case let .deleteChild(child):
             // The old inbound SA of a rekey keeps taking stragglers for a moment; a plain delete goes now.
             // An IKE SA rekey may have moved the child to the successor meanwhile: decide there.
@@ -126,6 +126,9 @@ extension IKEAgent {
         for case let .delete(d) in inner {
             switch d.protocolID {
             case .ike:
+                // The peer won a rekey collision and retires this IKE SA before our own
+                // rekey's answer came: its rekey stands (§2.8.2).
+                if let c = s.peerRekey { s.peerRekey = nil; handOver(s, to: c.session) }
                 return ([], true)
             case .esp:
                 var ours: [[UInt8]] = []

@@ -32,6 +32,8 @@ public final class IKEAgent {
     /// Half-open IKE SAs at most (strongSwan: block_threshold is per peer; this is all of them).
     public var halfOpenLimit = 1000
     var cookies = CookieJar()
+    /// Where nonces come from; tests pick them to steer rekey collisions (§2.8.1).
+    var nonceSource: (Int) -> [UInt8] = IKEAgent.randomBytes
 
     struct HalfOpenKey: Hashable { var spiI: UInt64; var remote: Endpoint }
 
@@ -119,13 +121,17 @@ public final class IKEAgent {
     /// Daemon stop: tells every peer (one delete each, not retransmitted) and removes all SAs.
     public func shutdown(now: Double) {
         for s in Array(sessions.values) {
-            if s.state == .established, let d = try? s.seal(s.header(.informational, response: false, id: s.nextRequestID),
-                                                            [.delete(DeletePayload(protocolID: .ike, spis: []))]) {
-                send(s, d)
-            }
+            if s.state == .established { sendDeleteOnce(s) }
             close(s, why: "daemon stopping", apply: false)
         }
         for c in connections { for child in c.children { backend.removeTrap(child: child.name) } }
+    }
+
+    /// An IKE SA's delete, sent once and not retransmitted: for leaving without waiting.
+    func sendDeleteOnce(_ s: IKESession) {
+        if let d = try? s.seal(s.header(.informational, response: false, id: s.nextRequestID), [.delete(DeletePayload(protocolID: .ike, spis: []))]) {
+            send(s, d)
+        }
     }
 
     // MARK: datagrams
@@ -173,6 +179,12 @@ public final class IKEAgent {
             cookies.rotate(now: now)
             if s.role == .responder, s.state != .established, now - s.createdAt > halfOpenTimeout {
                 close(s, why: "half-open for \(Int(halfOpenTimeout)) s", apply: false)
+                continue
+            }
+            if let at = s.retireAt, now >= at, s.children.isEmpty {
+                // The peer may never have learnt this IKE SA's SPIs: one delete, no waiting.
+                sendDeleteOnce(s)
+                close(s, why: "redundant after a rekey collision")
                 continue
             }
             guard s.state == .established else { continue }
@@ -304,6 +316,8 @@ public final class IKEAgent {
     /// Removes an IKE SA and its children. `apply`: run the children's dpd_action (restart / trap).
     func close(_ s: IKESession, why: String, apply: Bool = false, now: Double = 0) {
         for child in s.children { removeChild(s, child, why: nil) }
+        // A colliding rekey that was never settled goes with it.
+        if let c = s.peerRekey { s.peerRekey = nil; close(c.session, why: "its IKE SA went before the rekey collision was settled") }
         if let o = s.outstanding, case let .createChild(r) = o.purpose, r.spi != 0 { backend.releaseSPI(r.spi) }
         sessions[s.ourSPI] = nil
         halfOpen = halfOpen.filter { $0.value != s.ourSPI }
@@ -360,4 +374,6 @@ public struct AgentCounters: Sendable, Equatable, Codable {
     public var unexpected: UInt64 = 0
     public var authFailures: UInt64 = 0
     public var peersDead: UInt64 = 0
+    /// Simultaneous rekeys of one SA by both peers, settled by their nonces (§2.8.1, §2.8.2).
+    public var rekeyCollisions: UInt64 = 0
 }

@@ -50,6 +50,10 @@ final class IKESession {
     var reason: String
     /// After a rekey: the IKE SA that took over this one's CHILD_SAs.
     weak var successor: IKESession?
+    /// While our rekey of this IKE SA is in flight: the IKE SA the peer's simultaneous rekey made.
+    var peerRekey: PeerIKERekey?
+    /// A redundant IKE SA of a rekey collision that the peer should delete: by then we do.
+    var retireAt: Double?
 
     /// The IKE SA that owns this one's children now (itself, or the end of its rekeys).
     var current: IKESession {
@@ -168,6 +172,8 @@ final class ChildSA {
     /// A rekey's responder: outbound traffic moves to this SA at the initiator's delete of
     /// the old one, or at this time.
     var outboundPendingUntil: Double?
+    /// While our rekey of this SA is in flight: the SA the peer's simultaneous rekey of it made.
+    var peerRekey: PeerRekey?
 
     init(profile: ChildProfile, inboundSPI: UInt32, outboundSPI: UInt32, algorithms: NegotiatedAlgorithms,
          localTS: [WireTrafficSelector], remoteTS: [WireTrafficSelector], install: ChildInstall, now: Double) {
