@@ -224,3 +224,44 @@ def test_proposal_mismatch_fails_with_no_proposal_chosen(lab):
         time.sleep(0.2)
     assert "NO_PROPOSAL_CHOSEN" in da.log.read_text()
     assert list_sas(da) == []
+
+
+
+@pytest.mark.parametrize("kind", ["child", "ike"])
+def test_simultaneous_rekey_with_strongswan_leaves_one_sa(lab, kind):
+    """§2.8.1 / §2.8.2 against strongSwan: both rekey the same CHILD_SA (or IKE SA) at once.
+    Sluice's IKE datagrams to the peer are held back by a drop rule while both start, so
+    each side's request meets the other's in flight once the rule goes (Sluice retransmits
+    after 1 s, strongSwan after 4 s). Both must settle on the same one new SA."""
+    a, b, da, sw = sluice_and_strongswan(lab)
+    sw.initiate(child="net")
+    old, _ = agree(da, sw)
+    old_ike = [(s["spiI"], s["spiR"]) for s in list_sas(da)]
+    # IKE over 4500 has the non-ESP marker (four zero bytes) where ESP has its SPI.
+    lab.sh(a, "nft add table inet hold-ike; nft add chain inet hold-ike out '{ type filter hook output priority -300; }'; "
+              "nft add rule inet hold-ike out ip daddr 192.0.2.2 udp dport 4500 @th,64,32 0 drop")
+    r = control(da, "rekey", *(["--child", "net"] if kind == "child" else ["--ike", "gw-b"]))
+    assert r.returncode == 0, r.stdout + r.stderr
+    sw.rekey(**({"child": "net"} if kind == "child" else {"ike": "gw"}))
+    time.sleep(0.5)
+    lab.sh(a, "nft delete table inet hold-ike")
+    deadline = time.time() + 25
+    while time.time() < deadline:
+        ours, theirs = list_sas(da), sw.list_sas()
+        if len(ours) == 1 and len(theirs) == 1 and len(ours[0]["children"]) == 1 and len(theirs[0].children) == 1:
+            break
+        time.sleep(0.3)
+    log, swlog = da.log.read_text(), sw.log()
+    assert len(ours) == 1 and len(theirs) == 1, (ours, theirs, log[-3000:], swlog[-3000:])
+    assert len(ours[0]["children"]) == 1 and len(theirs[0].children) == 1, (ours, theirs, log[-3000:])
+    new, _ = agree(da, sw)
+    if kind == "child":
+        assert new["spiIn"] != old["spiIn"] and new["spiOut"] != old["spiOut"]
+    else:
+        assert (ours[0]["spiI"], ours[0]["spiR"]) not in old_ike and new["spiIn"] == old["spiIn"]
+    # Both saw the collision and settled it the same way.
+    assert da.stats()["ikeCounters"]["rekeyCollisions"] == 1, log[-3000:]
+    assert "simultaneous rekey" in log, log[-3000:]
+    assert f"detected {'CHILD' if kind == 'child' else 'IKE'}_REKEY collision" in swlog, swlog[-3000:]
+    lab.ping(a, "203.0.113.1", count=3, src="198.51.100.1")
+    lab.ping(b, "198.51.100.1", count=3, src="203.0.113.1")
