@@ -91,13 +91,14 @@ final class FuzzBackend: IPsecBackend {
     func releaseSPI(_ spi: UInt32) { reserved.remove(spi) }
     func installTrap(child: String, outbound: [Policy], inbound: [Policy]) throws { try memory.installTrap(child: child, outbound: outbound, inbound: inbound) }
     func removeTrap(child: String) { memory.removeTrap(child: child) }
-    func installChild(_ c: ChildInstall) throws {
+    func installChild(_ c: ChildInstall, outbound: Bool) throws {
         require(reserved.contains(c.inbound.spi), "CHILD_SA \(c.child) installed with inbound SPI \(c.inbound.spi), which is not reserved")
         authorize(c)
-        try memory.installChild(c)
+        try memory.installChild(c, outbound: outbound)
         reserved.remove(c.inbound.spi)
         require(Set(memory.children.map(\.inbound.spi)).count == memory.children.count, "two children with inbound SPI \(c.inbound.spi)")
     }
+    func activateOutbound(_ c: ChildInstall) throws { try memory.activateOutbound(c) }
     func removeChild(_ c: ChildInstall) { memory.removeChild(c) }
     func counters(sa name: String) -> (packets: UInt64, bytes: UInt64)? { memory.counters(sa: name) }
 }
@@ -120,6 +121,9 @@ final class Wire: IKETransport {
             toResponder.append(Datagram(bytes: bytes, from: from, to: to))
         }
     }
+
+    /// Forged NAT-D notifies can put the responder "behind a NAT": its keepalives carry nothing to check.
+    func sendKeepalive(from: Endpoint, to: Endpoint) {}
 
     /// What the responder sends must decode, and its IDs per IKE SA never go backwards (an
     /// IKE_SA_INIT response resent to a retransmitted request is the one exception: ID 0).

@@ -15,7 +15,7 @@ case "$which" in open|ike|agent|all) ;; *) echo "usage: fuzz/run.sh [seconds] [o
 out=.build/fuzz
 mkdir -p "$out/module" "$out/corpus" "$out/crashes"
 # The C shim, instrumented too, and a module map so the core's `import CSluiceCrypto` resolves.
-for c in sluice_crypto sluice_ke sluice_digest; do
+for c in $(cd Sources/CSluiceCrypto && ls *.c | sed "s/\.c$//"); do
   clang -c -O1 -g -fsanitize=fuzzer-no-link,address -I Sources/CSluiceCrypto/include \
     "Sources/CSluiceCrypto/$c.c" -o "$out/$c.o"
 done
@@ -56,7 +56,7 @@ run_ike() {
     -I "$out/module" -I "$lib" -emit-module -emit-module-path "$lib/SluiceIKE.swiftmodule" -emit-library -static \
     -o "$lib/libSluiceIKE.a" Sources/SluiceIKE/Wire/*.swift
   swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceIKEFuzz \
-    -I "$out/module" -I "$lib" fuzz/FuzzIKE.swift -L "$lib" -lSluiceIKE -lSluiceCore "$out/sluice_crypto.o" -lcrypto \
+    -I "$out/module" -I "$lib" fuzz/FuzzIKE.swift -L "$lib" -lSluiceIKE -lSluiceCore "$out"/sluice_*.o -lcrypto \
     -o "$out/fuzz-ike"
   # Seeds, each as a datagram (mode 0) and as its payload chain (mode 1, first type = header's):
   # strongSwan's IKE_SA_INIT and the messages of fuzz/ike-seeds (from the codec tests).
@@ -81,7 +81,7 @@ run_agent() {
     -o "$lib/libSluiceIKE.a" Sources/SluiceIKE/*/*.swift
   swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name SluiceIKEAgentFuzz \
     -I "$out/module" -I "$lib" fuzz/FuzzIKEAgent.swift -L "$lib" -lSluiceIKE -lSluiceCore \
-    "$out/sluice_crypto.o" "$out/sluice_ke.o" "$out/sluice_digest.o" -lcrypto -o "$out/fuzz-ike-agent"
+    "$out"/sluice_*.o -lcrypto -o "$out/fuzz-ike-agent"
   # Seeds: scripts of real exchanges (fuzz/agent-seeds/*.hex, one op script each; the op
   # encoding is in fuzz/FuzzIKEAgent.swift).
   local f

@@ -12,6 +12,8 @@ final class BenchWire: IKETransport {
     var delivered = 0
 
     func send(_ datagram: [UInt8], from: Endpoint, to: Endpoint) { queue.append((datagram, from, to)) }
+    /// No NAT between the benchmark's agents: none are sent.
+    func sendKeepalive(from: Endpoint, to: Endpoint) {}
 
     /// Delivers until quiet; a loop between the agents is a failure, not a hang.
     func run(now: Double) {

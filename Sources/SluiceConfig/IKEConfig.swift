@@ -114,6 +114,14 @@ public struct IKESettings: Sendable, Equatable {
     public var retransmitTimeout: Double = 4.0
     public var retransmitBase: Double = 1.8
     public var retransmitTries: Int = 5
+    /// Behind a NAT, seconds without sending before a NAT keepalive (strongSwan: keep_alive); 0 = off.
+    public var keepAlive: Double = 20
+    /// The hold queue of packets waiting for a negotiation, per child and worker, and in all per worker.
+    public var holdPackets: Int = 32
+    public var holdBytes: Int = 64 * 1024
+    public var holdPacketsTotal: Int = 512
+    /// Seconds a held packet may wait for its SA.
+    public var holdTimeout: Double = 10
 
     public init(retransmitTimeout: Double = 4.0, retransmitBase: Double = 1.8, retransmitTries: Int = 5) {
         self.retransmitTimeout = retransmitTimeout; self.retransmitBase = retransmitBase; self.retransmitTries = retransmitTries
@@ -124,6 +132,11 @@ public struct IKESettings: Sendable, Equatable {
         ("retransmit_timeout", { "\($0.retransmitTimeout)" }),
         ("retransmit_base", { "\($0.retransmitBase)" }),
         ("retransmit_tries", { "\($0.retransmitTries)" }),
+        ("keep_alive", { "\($0.keepAlive)" }),
+        ("hold_packets", { "\($0.holdPackets)" }),
+        ("hold_bytes", { "\($0.holdBytes)" }),
+        ("hold_packets_total", { "\($0.holdPacketsTotal)" }),
+        ("hold_timeout", { "\($0.holdTimeout)" }),
     ]
     public static var keys: [String] { fields.map(\.key) }
 }

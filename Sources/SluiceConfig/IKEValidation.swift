@@ -27,6 +27,11 @@ extension Validator {
         if let (v, _) = number(t, "retransmit_timeout", 0.1...600) { s.retransmitTimeout = v }
         if let (v, _) = number(t, "retransmit_base", 1...10) { s.retransmitBase = v }
         if let (v, _) = int(t, "retransmit_tries", 0...30) { s.retransmitTries = Int(v) }
+        if let (v, _) = number(t, "keep_alive", 0...3600) { s.keepAlive = v }
+        if let (v, _) = int(t, "hold_packets", 0...4096) { s.holdPackets = Int(v) }
+        if let (v, _) = int(t, "hold_bytes", 0...(16 << 20)) { s.holdBytes = Int(v) }
+        if let (v, _) = int(t, "hold_packets_total", 0...65536) { s.holdPacketsTotal = Int(v) }
+        if let (v, _) = number(t, "hold_timeout", 0.1...300) { s.holdTimeout = v }
         return s
     }
 

@@ -69,6 +69,9 @@ enum StatsView {
             out += "\(c.unknownSPI) unknown SPI, \(c.integrityFailures) integrity, \(c.unexpected) unexpected; \(c.authFailures) authentication failures, "
             out += "\(c.peersDead) dead peers, \(c.cookiesSent) cookies sent\n"
             out += "  rekey collisions settled: \(c.rekeyCollisions)\n"
+            // With an ESP-in-UDP SA in, the workers see port 4500 first and consume keepalives there.
+            let consumed = s.drops[DropReason.natKeepalive.rawValue] ?? 0
+            out += "  NAT keepalives: \(c.keepalivesSent) sent, \(c.keepalivesReceived + consumed) received\n"
         }
         out += "\nDrops by reason\n"
         if s.drops.isEmpty { out += "  (none)\n" } else {

@@ -326,7 +326,23 @@ struct IKEConfigTests {
         ("[ike] tries as float", ikeBase + "[ike]\nretransmit_tries = 1.5\n", 13, "retransmit_tries must be an integer, not a float"),
         ("[ike] too many tries", ikeBase + "[ike]\n\nretransmit_tries = 31\n", 14, "retransmit_tries = 31 is out of range 0...30"),
         ("bad float", ikeBase + "[ike]\nretransmit_base = 1.\n", 13, "\"1.\" is not a value"),
+        ("[ike] negative keep_alive", ikeBase + "[ike]\nkeep_alive = -1\n", 13, "keep_alive = -1.0 is out of range 0.0...3600.0"),
+        ("[ike] hold_packets string", ikeBase + "[ike]\nhold_packets = \"32\"\n", 13, "hold_packets must be an integer, not a string"),
+        ("[ike] hold_bytes too big", ikeBase + "[ike]\n\nhold_bytes = 1000000000\n", 14, "hold_bytes = 1000000000 is out of range 0...16777216"),
+        ("[ike] hold_packets_total negative", ikeBase + "[ike]\nhold_packets_total = -1\n", 13, "hold_packets_total = -1 is out of range 0...65536"),
+        ("[ike] hold_timeout zero", ikeBase + "[ike]\nhold_timeout = 0\n", 13, "hold_timeout = 0.0 is out of range 0.1...300.0"),
     ]
+
+    @Test func keepAliveAndHoldLimitsHaveStrongSwansDefaultsAndCanBeSet() throws {
+        let defaults = try ConfigLoader.parse(ikeBase, path: "d.toml").ike
+        #expect(defaults.keepAlive == 20 && defaults.holdPackets == 32 && defaults.holdBytes == 65536)
+        #expect(defaults.holdPacketsTotal == 512 && defaults.holdTimeout == 10)
+        let set = try ConfigLoader.parse(ikeBase + "[ike]\nkeep_alive = 0\nhold_packets = 4\nhold_bytes = 9000\nhold_packets_total = 64\nhold_timeout = 2.5\n",
+                                         path: "s.toml")
+        #expect(set.ike.keepAlive == 0 && set.ike.holdPackets == 4 && set.ike.holdBytes == 9000)
+        #expect(set.ike.holdPacketsTotal == 64 && set.ike.holdTimeout == 2.5)
+        #expect(set.ikeSettingLines["hold_timeout"] == 17)
+    }
 
     @Test("broken files: one FILE:LINE error each", arguments: fileCorpus.indices)
     func brokenFiles(_ i: Int) {
@@ -618,7 +634,8 @@ struct IKEConfigTests {
         let header = try ConfigLoader.parse(ikeBase + "[ike]\n", path: "new.toml")
         #expect(header.restartRequired(comparedTo: next).map(\.line) == [12, 12])
         #expect(try ConfigLoader.parse(ikeBase, path: "new.toml").restartRequired(comparedTo: next).map(\.line) == [0, 0])
-        #expect(IKESettings.keys == ["retransmit_timeout", "retransmit_base", "retransmit_tries"])
+        #expect(IKESettings.keys == ["retransmit_timeout", "retransmit_base", "retransmit_tries", "keep_alive",
+                                     "hold_packets", "hold_bytes", "hold_packets_total", "hold_timeout"])
         #expect(Set(IKESettings.keys) == Set(IKESettings.fields.map(\.key)))
     }
 

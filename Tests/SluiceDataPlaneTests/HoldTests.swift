@@ -1,4 +1,5 @@
 import Testing
+import SluiceConfig
 @testable import SluiceCore
 @testable import SluiceDataPlane
 
@@ -52,6 +53,26 @@ extension WorkerTests {
         io.enqueue([udp(10, dst: "203.0.113.9")], queue: 3)
         w.runOnce()
         #expect(w.stats.drops[DropReason.noSA.index].load == 1)
+    }
+
+    @Test("the hold limits come from the [ike] hold_* keys")
+    func holdLimitsFromConfig() throws {
+        var s = IKESettings()
+        s.holdPackets = 2; s.holdBytes = 100; s.holdPacketsTotal = 3; s.holdTimeout = 0.5
+        var q = HoldQueue()
+        q.limits = HoldQueue.Limits(s)
+        #expect(q.limits.timeoutNanos == 500_000_000)
+        let forty = [UInt8](repeating: 0, count: 40)
+        let firstTwo = q.add(forty, policy: "a", now: 0) && q.add(forty, policy: "a", now: 0)
+        #expect(firstTwo)
+        let third = q.add([0], policy: "a", now: 0)
+        #expect(!third, "hold_packets = 2 a child")
+        let big = q.add([UInt8](repeating: 0, count: 101), policy: "b", now: 0)
+        #expect(!big, "hold_bytes = 100 a child")
+        let small = q.add([0], policy: "b", now: 0)
+        #expect(small)
+        let overTotal = q.add([0], policy: "c", now: 0)
+        #expect(!overTotal, "hold_packets_total = 3 in all")
     }
 
     @Test("a held packet that waits past the timeout is dropped and counted as no_sa")

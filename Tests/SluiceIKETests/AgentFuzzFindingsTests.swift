@@ -64,7 +64,7 @@ import SluiceCore
         let before = p.sent.count
         p.b.receive(request, from: Endpoint(Profiles.gwA, 500), to: Endpoint(Profiles.gwB, 500), now: p.now)
         let answer = try #require(p.sent.dropFirst(before).first, "B did not answer")
-        return try #require(s.open(answer.bytes, try IKEMessage.decode(answer.bytes)))
+        return try #require(s.open(answer.bytes, try IKEMessage.decode(answer.bytes)).payloads)
     }
 
     /// A peer's ranges across two adjacent allowed halves used to narrow into more selectors than
@@ -111,7 +111,7 @@ import SluiceCore
         let request = try #require(p.sent.last)
         let bs = try #require(p.b.sessions.values.first)
         let m = try IKEMessage.decode(request.bytes)
-        let inner = try #require(bs.open(request.bytes, m))
+        let inner = try #require(bs.open(request.bytes, m).payloads)
         guard case let .sa(offered)? = inner.first(where: { if case .sa = $0 { return true }; return false }),
               case let .nonce(ni)? = inner.first(where: { if case .nonce = $0 { return true }; return false }) else {
             Issue.record("no SA or nonce in A's request"); return

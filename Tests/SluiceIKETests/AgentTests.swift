@@ -22,6 +22,9 @@ final class AgentPair: IKETransport {
         for x in cb.localAddresses { agents[x] = b }
     }
 
+    var keepalives: [(from: Endpoint, to: Endpoint, at: Double)] = []
+    func sendKeepalive(from: Endpoint, to: Endpoint) { keepalives.append((from, to, now)) }
+
     func send(_ datagram: [UInt8], from: Endpoint, to: Endpoint) {
         let d = Datagram(bytes: datagram, from: from, to: to)
         sent.append(d)

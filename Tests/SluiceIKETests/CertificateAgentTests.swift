@@ -24,7 +24,7 @@ import SluiceCore
         let sa = try #require(p.a.sessions.values.first), sb = try #require(p.b.sessions.values.first)
         let req = try #require(auths.first { $0.from.address == Profiles.gwA })
         let resp = try #require(auths.first { $0.from.address == Profiles.gwB })
-        return (try #require(sb.open(req.bytes, try IKEMessage.decode(req.bytes))), try #require(sa.open(resp.bytes, try IKEMessage.decode(resp.bytes))))
+        return (try #require(sb.open(req.bytes, try IKEMessage.decode(req.bytes)).payloads), try #require(sa.open(resp.bytes, try IKEMessage.decode(resp.bytes)).payloads))
     }
 
     static func scheme(_ inner: [Payload]) throws -> SignatureScheme {

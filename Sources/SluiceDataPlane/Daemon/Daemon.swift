@@ -146,6 +146,7 @@ public final class Daemon: @unchecked Sendable {
                            markShift: config.markShift, passthrough: config.passthrough, batch: config.batch)
             let log = logger
             w.busyPollNanos = UInt64(config.busyPollMicros) * 1000
+            w.holdQueue.limits = HoldQueue.Limits(config.ike)
             w.mssHints = mssHints
             if config.gso {
                 if localAddresses == nil { localAddresses = LocalAddresses() }

@@ -123,6 +123,7 @@ extension Daemon {
             case .error: log.error("\(entry.message)")
             }
         }
+        agent.keepAlive = config.ike.keepAlive
         sockets.onSendError = { to, e in log.debug("IKE send to \(to) failed: \(e)") }
         rulesLive.store(false, ordering: .relaxed)
         agent.installTraps()
@@ -176,5 +177,16 @@ extension Daemon {
         guard let answer else { return ["error": "the IKE agent did not answer"] }
         if let why = answer { return ["error": why] }
         return ["ok": true, "command": command, (child != nil ? "child" : "ike"): child ?? conn ?? ""]
+    }
+}
+
+extension HoldQueue.Limits {
+    /// From the `[ike]` table's hold_* keys.
+    init(_ s: IKESettings) {
+        self.init()
+        packets = s.holdPackets
+        bytes = s.holdBytes
+        totalPackets = s.holdPacketsTotal
+        timeoutNanos = UInt64(s.holdTimeout * 1e9)
     }
 }

@@ -70,7 +70,9 @@ final class IKEService: @unchecked Sendable {
             while running.load(ordering: .relaxed) {
                 let received = sockets.receive(timeoutMs: 250, wake: wakeRead)
                 let now = Self.now()
-                for r in received { agent.receive(r.bytes, from: r.from, to: r.to, now: now) }
+                for r in received {
+                    if r.isKeepalive { agent.keepaliveReceived() } else { agent.receive(r.bytes, from: r.from, to: r.to, now: now) }
+                }
                 let work = inboxLock.withLock { () -> [(IKEAgent, Double) -> Void] in defer { inbox = [] }; return inbox }
                 for w in work { w(agent, now) }
                 if now - lastTick >= 1 {

@@ -38,7 +38,21 @@ final class IKESockets: IKETransport {
             sendErrors += 1
             return
         }
-        let payload = s.endpoint.port == 4500 ? [0, 0, 0, 0] + datagram : datagram
+        sendPayload(s.endpoint.port == 4500 ? [0, 0, 0, 0] + datagram : datagram, on: s, to: to)
+    }
+
+    func sendKeepalive(from: Endpoint, to: Endpoint) {
+        guard let s = sockets.first(where: { $0.endpoint == from && from.port == 4500 }) else {
+            sendErrors += 1
+            return
+        }
+        sendPayload([Self.keepalive], on: s, to: to)
+    }
+
+    /// RFC 3948 §2.3: a NAT keepalive is this one byte.
+    static let keepalive: UInt8 = 0xFF
+
+    private func sendPayload(_ payload: [UInt8], on s: Bound, to: Endpoint) {
         let addr = to.address.bytes
         let n = addr.withUnsafeBufferPointer { a in
             payload.withUnsafeBufferPointer { p in sluice_udp_send(s.fd, a.baseAddress, a.count, to.port, p.baseAddress, p.count) }
@@ -49,7 +63,11 @@ final class IKESockets: IKETransport {
         }
     }
 
-    struct Received { var bytes: [UInt8]; var from: Endpoint; var to: Endpoint }
+    struct Received {
+        var bytes: [UInt8]; var from: Endpoint; var to: Endpoint
+        /// A NAT keepalive on 4500 (`bytes` empty): counted, never parsed as IKE.
+        var isKeepalive = false
+    }
 
     /// Waits up to `timeoutMs` (also for `wake`), then reads what every socket has.
     func receive(timeoutMs: Int32, wake: Int32) -> [Received] {
@@ -74,15 +92,19 @@ final class IKESockets: IKETransport {
                 }
                 if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { break }
                 guard n >= 0, let from = IPAddress(bytes: addr[0..<alen]) else { continue }
-                var bytes = Array(buf[0..<n])
-                if s.endpoint.port == 4500 {
-                    // Only IKE (zero marker) is ours; a NAT keepalive (one 0xFF byte) and stray ESP are not.
-                    guard bytes.count >= 4, bytes[0..<4] == [0, 0, 0, 0] else { continue }
-                    bytes.removeFirst(4)
-                }
-                out.append(Received(bytes: bytes, from: Endpoint(from, port), to: s.endpoint))
+                guard let r = Self.unwrap(Array(buf[0..<n]), from: Endpoint(from, port), to: s.endpoint) else { continue }
+                out.append(r)
             }
         }
         return out
+    }
+
+    /// A datagram as the agent takes it: on 4500, IKE without its zero marker (RFC 3948 §2.2)
+    /// or a keepalive; nil for anything else there (stray ESP). On 500, as it came.
+    static func unwrap(_ bytes: [UInt8], from: Endpoint, to: Endpoint) -> Received? {
+        guard to.port == 4500 else { return Received(bytes: bytes, from: from, to: to) }
+        if bytes == [keepalive] { return Received(bytes: [], from: from, to: to, isKeepalive: true) }
+        guard bytes.count >= 4, bytes[0..<4] == [0, 0, 0, 0] else { return nil }
+        return Received(bytes: Array(bytes[4...]), from: from, to: to)
     }
 }

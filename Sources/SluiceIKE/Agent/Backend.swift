@@ -35,6 +35,8 @@ public struct ChildInstall: Sendable {
 /// Sends IKE datagrams. The daemon's transport adds the non-ESP marker on port 4500.
 public protocol IKETransport: AnyObject {
     func send(_ datagram: [UInt8], from: Endpoint, to: Endpoint)
+    /// A NAT keepalive (RFC 3948 §2.3): the one byte 0xFF, without the non-ESP marker.
+    func sendKeepalive(from: Endpoint, to: Endpoint)
 }
 
 /// What the agent reports, once per event; the daemon logs it. Never carries key material.

@@ -73,7 +73,7 @@ extension IKEAgent {
         guard let datagram = try? s.seal(s.header(.ikeAuth, response: false, id: 1), inner) else { failed(s, "cannot build IKE_AUTH"); return }
         s.nextRequestID = 2
         s.outstanding = IKESession.Outstanding(id: 1, datagram: datagram, sends: 1, nextAt: now + schedule.wait(after: 0), purpose: .ikeAuth(child: request))
-        send(s, datagram)
+        send(s, datagram, now: now)
     }
 
     /// Responder side of IKE_AUTH: the response's inner payloads (possibly only an error notify).
@@ -130,7 +130,7 @@ extension IKEAgent {
             // §2.21.2: the initiator tells the responder, in an INFORMATIONAL of its own (sent once).
             if let d = try? s.seal(s.header(.informational, response: false, id: s.nextRequestID),
                                    [.notify(NotifyPayload(type: NotifyType.authenticationFailed))]) {
-                send(s, d)
+                send(s, d, now: now)
             }
             failed(s, "authentication of \(idr.text) failed: \(why) (AUTHENTICATION_FAILED)")
             return

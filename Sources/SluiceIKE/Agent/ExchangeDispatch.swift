@@ -13,6 +13,7 @@ extension IKEAgent {
             if cached.request == bytes {
                 counters.retransmitsAnswered += 1
                 transport.send(cached.datagram, from: s.local, to: from)
+                s.lastSent = now
             } else {
                 counters.unexpected += 1
             }
@@ -23,10 +24,17 @@ extension IKEAgent {
             log(AgentLog(.debug, "\(s.label): request with message ID \(id), expected \(s.expectedPeerRequestID); dropped"))
             return
         }
-        guard let inner = s.open(bytes, m) else {
+        let inner: [Payload], refusal: Payload?
+        switch s.open(bytes, m) {
+        case let .payloads(p): (inner, refusal) = (p, nil)
+        case .unverified:
             counters.integrityFailures += 1
             log(AgentLog(.debug, "\(s.label): request \(id) from \(from) does not verify; dropped"))
             return
+        case let .malformed(e):
+            counters.malformed += 1
+            log(AgentLog(.warning, "\(s.label): request \(id) from \(from) verifies but its payloads do not decode (\(e)); answered with an error"))
+            (inner, refusal) = ([], Self.undecodableNotify(e))
         }
         // The peer's address is what its last authenticated message came from (NAT mapping changes).
         if s.state == .established, from != s.remote, from.port != 500 || !s.usesEncapsulation { s.remote = from }
@@ -35,6 +43,10 @@ extension IKEAgent {
         var response: [Payload]
         var closeAfter = false
         switch m.header.exchange {
+        case _ where refusal != nil:
+            response = refusal.map { [$0] } ?? []
+            // An IKE_AUTH we cannot read leaves nothing to authenticate (§2.21.2): the IKE SA goes.
+            if s.state == .authenticating { s.state = .deleting; closeAfter = true }
         case .ikeAuth:
             response = handleAuthRequest(s, inner, now: now)
             closeAfter = s.state == .deleting
@@ -63,6 +75,7 @@ extension IKEAgent {
         s.cachedResponse = (id, bytes, datagram)
         transport.send(datagram, from: s.local, to: from)
         counters.sent += 1
+        s.lastSent = now
         if closeAfter { close(s, why: s.state == .rekeyed ? "replaced by its rekey" : s.state == .deleting && s.establishedAt == nil ? "authentication failed" : "deleted by the peer") }
         else {
             pump(s, now: now)
@@ -76,9 +89,17 @@ extension IKEAgent {
             counters.unexpected += 1
             return
         }
-        guard let inner = s.open(bytes, m) else {
+        let inner: [Payload]
+        switch s.open(bytes, m) {
+        case let .payloads(p): inner = p
+        case .unverified:
             counters.integrityFailures += 1
             log(AgentLog(.debug, "\(s.label): response \(m.header.messageID) from \(from) does not verify; dropped"))
+            return
+        case let .malformed(e):
+            // From the peer, but unreadable: nothing to act on; the request stays outstanding.
+            counters.malformed += 1
+            log(AgentLog(.warning, "\(s.label): response \(m.header.messageID) from \(from) verifies but its payloads do not decode (\(e)); dropped"))
             return
         }
         counters.received += 1
@@ -111,6 +132,15 @@ extension IKEAgent {
             break
         }
         pump(s, now: now)
+    }
+
+    /// The answer to an authentic request whose payloads do not decode (§3.10.1): an unknown
+    /// critical payload names its type (§2.5), anything else is INVALID_SYNTAX.
+    static func undecodableNotify(_ e: IKEDecodeError) -> Payload {
+        if case let .unsupportedCritical(type) = e.kind {
+            return .notify(NotifyPayload(type: NotifyType.unsupportedCriticalPayload, data: [type]))
+        }
+        return .notify(NotifyPayload(type: NotifyType.invalidSyntax))
     }
 
     /// The peer's INFORMATIONAL request: deletes and liveness checks. Returns the response and

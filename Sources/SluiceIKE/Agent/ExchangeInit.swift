@@ -63,7 +63,7 @@ extension IKEAgent {
         s.initRequest = datagram
         s.nextRequestID = 1
         s.outstanding = IKESession.Outstanding(id: 0, datagram: datagram, sends: 1, nextAt: now + schedule.wait(after: 0), purpose: .ikeInit(child: child))
-        send(s, datagram)
+        send(s, datagram, now: now)
     }
 
     func handleInitResponse(_ s: IKESession, _ m: IKEMessage, _ bytes: [UInt8], from: Endpoint, now: Double) {

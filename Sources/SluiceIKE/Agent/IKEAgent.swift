@@ -24,6 +24,9 @@ public final class IKEAgent {
     public var rekeyedInboundDelay: Double = 5
     /// An acquire for a child whose negotiation failed waits this long before trying again.
     public var acquireRetry: Double = 5
+    /// Behind a NAT, a keepalive goes after this many seconds of sending nothing to the peer
+    /// (strongSwan: keep_alive); 0 = off.
+    public var keepAlive: Double = 20
     /// The time peer certificates are checked at (Unix seconds); nil: the system clock.
     public var certificateTime: (() -> Int64)?
     var trapsInstalled = false
@@ -121,16 +124,16 @@ public final class IKEAgent {
     /// Daemon stop: tells every peer (one delete each, not retransmitted) and removes all SAs.
     public func shutdown(now: Double) {
         for s in Array(sessions.values) {
-            if s.state == .established { sendDeleteOnce(s) }
+            if s.state == .established { sendDeleteOnce(s, now: now) }
             close(s, why: "daemon stopping", apply: false)
         }
         for c in connections { for child in c.children { backend.removeTrap(child: child.name) } }
     }
 
     /// An IKE SA's delete, sent once and not retransmitted: for leaving without waiting.
-    func sendDeleteOnce(_ s: IKESession) {
+    func sendDeleteOnce(_ s: IKESession, now: Double) {
         if let d = try? s.seal(s.header(.informational, response: false, id: s.nextRequestID), [.delete(DeletePayload(protocolID: .ike, spis: []))]) {
-            send(s, d)
+            send(s, d, now: now)
         }
     }
 
@@ -171,7 +174,7 @@ public final class IKEAgent {
                     continue
                 }
                 counters.retransmits += 1
-                send(s, o.datagram)
+                send(s, o.datagram, now: now)
                 o.nextAt = now + schedule.wait(after: o.sends)
                 o.sends += 1
                 s.outstanding = o
@@ -183,7 +186,7 @@ public final class IKEAgent {
             }
             if let at = s.retireAt, now >= at, s.children.isEmpty {
                 // The peer may never have learnt this IKE SA's SPIs: one delete, no waiting.
-                sendDeleteOnce(s)
+                sendDeleteOnce(s, now: now)
                 close(s, why: "redundant after a rekey collision")
                 continue
             }
@@ -197,6 +200,7 @@ public final class IKEAgent {
                 else if child.state == .installed, let at = child.rekeyAt, now >= at { startRekey(s, child, now: now) }
             }
             if let at = s.rekeyAt, now >= at { startIKERekey(s, now: now) }
+            keepNATMappingOpen(s, now: now)
         }
     }
 
@@ -249,9 +253,10 @@ public final class IKEAgent {
     public static func trapOrigin(_ child: String) -> String { "child \(child)" }
     public static func child(fromTrapOrigin o: String) -> String? { o.hasPrefix("child ") ? String(o.dropFirst(6)) : nil }
 
-    func send(_ s: IKESession, _ datagram: [UInt8]) {
+    func send(_ s: IKESession, _ datagram: [UInt8], now: Double) {
         transport.send(datagram, from: s.local, to: s.remote)
         counters.sent += 1
+        s.lastSent = now
     }
 
     /// Queues a request; sends it when the IKE SA's window (one request) is free.
@@ -306,7 +311,7 @@ public final class IKEAgent {
         }
         s.nextRequestID &+= 1
         s.outstanding = IKESession.Outstanding(id: id, datagram: datagram, sends: 1, nextAt: now + schedule.wait(after: 0), purpose: purpose)
-        send(s, datagram)
+        send(s, datagram, now: now)
     }
 
     static func spiBytes(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)] }
@@ -360,7 +365,8 @@ public final class IKEAgent {
     }
 }
 
-/// What the agent counted (`sluice stats --json`: `ikeCounters`), never reset.
+/// What the agent counted (`sluice stats --json`: `ikeCounters`), never reset. `malformed`:
+/// datagrams that do not decode, and protected messages that verify but whose payloads do not.
 public struct AgentCounters: Sendable, Equatable, Codable {
     public var sent: UInt64 = 0
     public var received: UInt64 = 0
@@ -376,4 +382,7 @@ public struct AgentCounters: Sendable, Equatable, Codable {
     public var peersDead: UInt64 = 0
     /// Simultaneous rekeys of one SA by both peers, settled by their nonces (§2.8.1, §2.8.2).
     public var rekeyCollisions: UInt64 = 0
+    /// NAT keepalives (RFC 3948 §2.3): one 0xFF byte on port 4500, never IKE.
+    public var keepalivesSent: UInt64 = 0
+    public var keepalivesReceived: UInt64 = 0
 }

@@ -45,6 +45,10 @@ final class IKESession {
     var createdAt: Double
     var establishedAt: Double?
     var lastHeard: Double
+    /// When we last sent the peer anything (IKE, a keepalive, or ESP seen at a tick): NAT keepalives.
+    var lastSent: Double
+    /// Packets of each child's outbound SA at the last look: more is traffic sent.
+    var outboundPacketsSeen: [String: UInt64] = [:]
     var rekeyAt: Double?
     /// Why this IKE SA was started (for logs): "trap", "start", "peer", "initiate".
     var reason: String
@@ -83,7 +87,7 @@ final class IKESession {
     init(role: Role, connection: ConnectionProfile, spiI: UInt64, spiR: UInt64, local: Endpoint, remote: Endpoint,
          now: Double, reason: String) {
         self.role = role; self.connection = connection; self.spiI = spiI; self.spiR = spiR
-        self.local = local; self.remote = remote; self.createdAt = now; self.lastHeard = now; self.reason = reason
+        self.local = local; self.remote = remote; self.createdAt = now; self.lastHeard = now; self.lastSent = now; self.reason = reason
     }
 
     /// Our own SPI: how the agent files this IKE SA.
@@ -116,12 +120,26 @@ final class IKESession {
                                               seal: { try c.seal(prefix: $0, plaintext: $1) })
     }
 
-    /// Opens the SK payload of a received message: the inner payloads, or nil when it does not verify.
-    func open(_ bytes: [UInt8], _ message: IKEMessage) -> [Payload]? {
-        guard let c = receiveCipher, case let .encrypted(first, body)? = message.payloads.last else { return nil }
+    /// What opening a received message's SK payload gave.
+    enum Opened {
+        case payloads([Payload])
+        /// No SK payload, no keys, or it does not verify: not known to come from the peer.
+        case unverified
+        /// Verified, so from the peer, but its inner chain does not decode (§2.21.1: INVALID_SYNTAX).
+        case malformed(IKEDecodeError)
+
+        /// The inner payloads, when it opened and decoded.
+        var payloads: [Payload]? { if case let .payloads(p) = self { return p }; return nil }
+    }
+
+    /// Opens the SK payload of a received message and decodes the inner payloads.
+    func open(_ bytes: [UInt8], _ message: IKEMessage) -> Opened {
+        guard let c = receiveCipher, case let .encrypted(first, body)? = message.payloads.last else { return .unverified }
         let prefix = Array(bytes[0..<(bytes.count - body.count)])
-        guard let plain = try? c.open(prefix: prefix, body: body) else { return nil }
-        return try? Payload.decodeChain(first: first, plain, baseOffset: bytes.count - body.count)
+        guard let plain = try? c.open(prefix: prefix, body: body) else { return .unverified }
+        do { return .payloads(try Payload.decodeChain(first: first, plain, baseOffset: bytes.count - body.count)) } catch {
+            return .malformed(error)
+        }
     }
 
     func wipe() {
