@@ -41,6 +41,20 @@ final class AgentPair: IKETransport {
         }
     }
 
+    /// Runs `steps` to quiet with the datagrams `matching` held back, then delivers those.
+    func holdingBack(_ matching: @escaping (Datagram) -> Bool, _ steps: () throws -> Void) rethrows {
+        var held: [Datagram] = []
+        filter = { d in
+            if matching(d) { held.append(d); return false }
+            return true
+        }
+        try steps()
+        run()
+        filter = { _ in true }
+        queue += held
+        run()
+    }
+
     func advance(_ seconds: Double) {
         now += seconds
         a.tick(now: now); b.tick(now: now)

@@ -11,6 +11,12 @@ import SluiceCore
         return { n in queue.isEmpty ? IKEAgent.randomBytes(n) : queue.removeFirst() }
     }
 
+    /// Nonces that make A's exchange hold the lowest (`aLoses`) or B's.
+    static func steer(_ p: AgentPair, aLoses: Bool) {
+        p.a.nonceSource = aLoses ? nonces(0x10, 0xF0) : nonces(0xF0, 0xE0)
+        p.b.nonceSource = aLoses ? nonces(0x80, 0x90) : nonces(0x20, 0xD0)
+    }
+
     static func established() throws -> AgentPair {
         let p = try Profiles.pair()
         try p.a.initiate(child: "net-a", now: p.now)
@@ -45,11 +51,11 @@ import SluiceCore
 
     /// Both rekey at once and each sees the other's request while its own is in flight.
     /// `aLoses`: A's exchange holds the lowest nonce, so A deletes its new SA.
+    @Test("a simultaneous CHILD_SA rekey keeps the winner's SA", arguments: [false, true])
     func simultaneousChildRekey(aLoses: Bool) throws {
         let p = try Self.established()
         let old = try #require(p.backendA.children.first)
-        p.a.nonceSource = aLoses ? Self.nonces(0x10, 0xF0) : Self.nonces(0xF0, 0xE0)
-        p.b.nonceSource = aLoses ? Self.nonces(0x80, 0x90) : Self.nonces(0x20, 0xD0)
+        Self.steer(p, aLoses: aLoses)
         try p.a.rekey(child: "net-a", now: p.now)
         try p.b.rekey(child: "net-b", now: p.now)
         p.run()
@@ -74,29 +80,14 @@ import SluiceCore
         expectOneMatchingChild(p, "after a later rekey")
     }
 
-    @Test func simultaneousChildRekeyKeepsTheSAOfTheWinner() throws {
-        try simultaneousChildRekey(aLoses: false)
-    }
-
-    @Test func simultaneousChildRekeyWhereWeLoseDeletesOurNewSA() throws {
-        try simultaneousChildRekey(aLoses: true)
-    }
-
     @Test func aPeerRekeyOfAnSAWeAlreadyRetiredGetsTemporaryFailure() throws {
         // B's request overtakes nothing: it arrives after A finished its own rekey and
         // deleted the old SA. §2.25: TEMPORARY_FAILURE; B keeps A's new SA.
         let p = try Self.established()
-        var held: [AgentPair.Datagram] = []
-        p.filter = { d in
-            if Self.isRequest(d, from: Profiles.gwB, .createChildSA) { held.append(d); return false }
-            return true
+        try p.holdingBack({ Self.isRequest($0, from: Profiles.gwB, .createChildSA) }) {
+            try p.a.rekey(child: "net-a", now: p.now)
+            try p.b.rekey(child: "net-b", now: p.now)
         }
-        try p.a.rekey(child: "net-a", now: p.now)
-        try p.b.rekey(child: "net-b", now: p.now)
-        p.run()
-        p.filter = { _ in true }
-        p.queue += held
-        p.run()
         #expect(p.log("b").contains("TEMPORARY_FAILURE"), "\(p.log("b"))")
         p.advance(6)
         expectOneMatchingChild(p, "\(p.log("a"))\n\(p.log("b"))")
@@ -105,19 +96,12 @@ import SluiceCore
     @Test func aPeerRekeyWhileOursStillWaitsForTheWindowIsSimplyTheirs() throws {
         let p = try Self.established()
         // A's window is busy (a liveness check held back), so A's rekey only waits in the queue.
-        var held: [AgentPair.Datagram] = []
-        p.filter = { d in
-            if Self.isRequest(d, from: Profiles.gwA, .informational) { held.append(d); return false }
-            return true
-        }
         let s = try #require(p.a.sessions.values.first)
-        p.a.enqueue(s, .dpd, now: p.now)
-        try p.a.rekey(child: "net-a", now: p.now)
-        try p.b.rekey(child: "net-b", now: p.now)
-        p.run()
-        p.filter = { _ in true }
-        p.queue += held
-        p.run()
+        try p.holdingBack({ Self.isRequest($0, from: Profiles.gwA, .informational) }) {
+            p.a.enqueue(s, .dpd, now: p.now)
+            try p.a.rekey(child: "net-a", now: p.now)
+            try p.b.rekey(child: "net-b", now: p.now)
+        }
         p.advance(6)
         #expect(p.a.counters.rekeyCollisions == 0 && p.b.counters.rekeyCollisions == 0)
         #expect(!p.log("a").contains("TEMPORARY_FAILURE") && !p.log("b").contains("TEMPORARY_FAILURE"))
@@ -139,11 +123,11 @@ import SluiceCore
     }
 
     /// Both rekey the IKE SA at once. `aLoses`: A's exchange holds the lowest nonce.
+    @Test("a simultaneous IKE SA rekey keeps the winner's IKE SA", arguments: [false, true])
     func simultaneousIKERekey(aLoses: Bool) throws {
         let p = try Self.established()
         let before = try #require(p.a.sessions.values.first).spiI
-        p.a.nonceSource = aLoses ? Self.nonces(0x10, 0xF0) : Self.nonces(0xF0, 0xE0)
-        p.b.nonceSource = aLoses ? Self.nonces(0x80, 0x90) : Self.nonces(0x20, 0xD0)
+        Self.steer(p, aLoses: aLoses)
         try p.a.rekey(ike: "to-b", now: p.now)
         try p.b.rekey(ike: "to-a", now: p.now)
         p.run()
@@ -162,32 +146,19 @@ import SluiceCore
         expectOneMatchingChild(p, "\(p.log("a"))\n\(p.log("b"))")
     }
 
-    @Test func simultaneousIKERekeyKeepsTheIKESAOfTheWinner() throws {
-        try simultaneousIKERekey(aLoses: false)
-    }
-
-    @Test func simultaneousIKERekeyWhereWeLoseDeletesOurNewIKESA() throws {
-        try simultaneousIKERekey(aLoses: true)
-    }
-
     @Test func theWinnersDeleteOfTheOldIKESAMayOvertakeTheAnswerToOurRekey() throws {
         // B wins (A's exchange holds the lowest nonce). A's answer from B is held back, so the
         // first A hears of the outcome is B's delete of the old IKE SA: B's rekey stands.
         let p = try Self.established()
-        p.a.nonceSource = Self.nonces(0x10, 0xF0)
-        p.b.nonceSource = Self.nonces(0x80, 0x90)
-        var held: [AgentPair.Datagram] = []
-        p.filter = { d in
-            guard d.from.address == Profiles.gwB, let h = try? IKEMessage.decodeHeader(d.bytes), h.isResponse, h.exchange == .createChildSA else { return true }
-            held.append(d)
-            return false
+        Self.steer(p, aLoses: true)
+        let answerFromB = { (d: AgentPair.Datagram) -> Bool in
+            guard d.from.address == Profiles.gwB, let h = try? IKEMessage.decodeHeader(d.bytes) else { return false }
+            return h.isResponse && h.exchange == .createChildSA
         }
-        try p.a.rekey(ike: "to-b", now: p.now)
-        try p.b.rekey(ike: "to-a", now: p.now)
-        p.run()
-        p.filter = { _ in true }
-        p.queue += held
-        p.run()
+        try p.holdingBack(answerFromB) {
+            try p.a.rekey(ike: "to-b", now: p.now)
+            try p.b.rekey(ike: "to-a", now: p.now)
+        }
         // A never learns its own new IKE SA's SPIs (the answer came to an IKE SA already
         // gone), so B, the winner, deletes that redundant IKE SA itself after a grace period.
         p.advance(11)

@@ -16,14 +16,13 @@ extension IKEAgent {
 
     /// True when our exchange holds the lowest of the four nonces: our new SA is redundant.
     static func ourRekeyLoses(ours: (nonceI: [UInt8], nonceR: [UInt8]), theirs: (nonceI: [UInt8], nonceR: [UInt8])) -> Bool {
-        let lowestOurs = min(ours.nonceI, ours.nonceR, by: Self.nonceLess)
-        let lowestTheirs = min(theirs.nonceI, theirs.nonceR, by: Self.nonceLess)
-        return nonceLess(lowestOurs, lowestTheirs)
+        nonceLess(lowerNonce(ours.nonceI, ours.nonceR), lowerNonce(theirs.nonceI, theirs.nonceR))
     }
 
+    /// §2.8.1's order: octet by octet, a nonce that ends first being the lower.
     static func nonceLess(_ a: [UInt8], _ b: [UInt8]) -> Bool { a.lexicographicallyPrecedes(b) }
 
-    static func min(_ a: [UInt8], _ b: [UInt8], by less: ([UInt8], [UInt8]) -> Bool) -> [UInt8] { less(b, a) ? b : a }
+    static func lowerNonce(_ a: [UInt8], _ b: [UInt8]) -> [UInt8] { nonceLess(b, a) ? b : a }
 
     enum PeerRekeyAdmission { case alone, collides, refuse }
 
@@ -49,6 +48,7 @@ extension IKEAgent {
     /// Both rekeys of one CHILD_SA succeeded: keep one new SA, retire the rest (§2.8.1).
     func resolveChildRekeyCollision(_ s: IKESession, old: ChildSA, ours: ChildSA, theirs: PeerRekey, weLost: Bool, now: Double) {
         old.peerRekey = nil
+        counters.rekeyCollisions += 1
         let holder = s.current
         let name = old.profile.name
         if weLost {
@@ -58,7 +58,6 @@ extension IKEAgent {
             ours.state = .deleting
             old.state = .rekeyed
             old.rekeyAt = nil
-            counters.rekeyCollisions += 1
             log(AgentLog(.notice, "CHILD_SA \(name): simultaneous rekey, the peer's {\(Self.hex(theirs.child.inboundSPI))_i} stays; deleting ours {\(Self.hex(ours.inboundSPI))_i}"))
             enqueue(holder, .deleteChild(ours), now: now)
         } else {
@@ -66,7 +65,6 @@ extension IKEAgent {
             theirs.child.outboundPendingUntil = nil
             theirs.child.state = .rekeyed
             theirs.child.rekeyAt = nil
-            counters.rekeyCollisions += 1
             log(AgentLog(.notice, "CHILD_SA \(name): simultaneous rekey, ours {\(Self.hex(ours.inboundSPI))_i} stays; the peer deletes its {\(Self.hex(theirs.child.inboundSPI))_i}"))
             if owner(of: old, from: s) != nil {
                 old.state = .deleting
