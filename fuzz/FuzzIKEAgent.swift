@@ -11,7 +11,8 @@
 // Input: byte 0 picks the configuration (bits 0-1 proposals: gcm/x25519, gcm with PFS,
 // cbc-sha256/x25519, cbc-sha256/modp2048; 2 transport mode; 3 the initiator has the WRONG
 // PSK; 4 the responder requires the initiator's identity; 5 the responder accepts any peer
-// address; 6 DPD on the responder; 7 UDP encapsulation forced by the initiator). Then ops,
+// address; 6 DPD on the responder; 7 UDP encapsulation forced by the initiator; with the PFS
+// proposals, messages above 200-byte datagrams go in IKE fragments both ways). Then ops,
 // one byte each (value % 15) with their arguments, at most `maxOps`:
 //   0 deliver the next initiator datagram      1 drop it
 //   2 o16 x  deliver it with byte o (mod its length) XORed with x|1, after encryption
@@ -199,6 +200,9 @@ final class Conversation {
                              backend: backendR, transport: wire, log: { _ in })
         initiator = IKEAgent(connections: [profile(local: gwA, remote: gwB, config: config, responder: false)],
                              backend: backendI, transport: wire, log: { _ in })
+        // With the PFS proposals both agents cut messages above 200-byte datagrams into IKE
+        // fragments (RFC 7383): IKE_AUTH and CREATE_CHILD_SA then reach the reassembly.
+        if config & 3 == 1 { responder.fragmentSize = 200; initiator.fragmentSize = 200 }
         responder.installTraps()
         initiator.installTraps()
         backendR.authorize = { [unowned self] c in

@@ -1,4 +1,5 @@
 import SluiceCore
+import SluiceIKE
 
 // The IKEv2 agent's configuration: `[[connection]]`, `[[connection.child]]` and `[ike]`,
 // named and shaped like strongSwan's swanctl.conf. Validated in IKEValidation.swift.
@@ -105,6 +106,8 @@ public struct IKEConnection: Sendable, Equatable {
     public var dpdDelay: Int
     /// IKE SA rekey seconds; 0 = off.
     public var rekeyTime: Int
+    /// IKE fragmentation (RFC 7383): announce and use ("yes"), announce only ("accept"), or not ("no").
+    public var fragmentation: IKEFragmentation = .yes
     public var children: [IKEChildConfig]
 }
 
@@ -122,6 +125,10 @@ public struct IKESettings: Sendable, Equatable {
     public var holdPacketsTotal: Int = 512
     /// Seconds a held packet may wait for its SA.
     public var holdTimeout: Double = 10
+    /// IP datagram size above which IKE messages go in fragments (strongSwan: fragment_size); 0 = family minimum.
+    public var fragmentSize: Int = 1280
+    /// The largest IKE message taken, whole or reassembled (strongSwan: max_packet).
+    public var maxPacket: Int = 10000
 
     public init(retransmitTimeout: Double = 4.0, retransmitBase: Double = 1.8, retransmitTries: Int = 5) {
         self.retransmitTimeout = retransmitTimeout; self.retransmitBase = retransmitBase; self.retransmitTries = retransmitTries
@@ -137,6 +144,8 @@ public struct IKESettings: Sendable, Equatable {
         ("hold_bytes", { "\($0.holdBytes)" }),
         ("hold_packets_total", { "\($0.holdPacketsTotal)" }),
         ("hold_timeout", { "\($0.holdTimeout)" }),
+        ("fragment_size", { "\($0.fragmentSize)" }),
+        ("max_packet", { "\($0.maxPacket)" }),
     ]
     public static var keys: [String] { fields.map(\.key) }
 }

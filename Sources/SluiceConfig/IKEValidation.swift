@@ -9,7 +9,7 @@ import SluiceIKE
 extension Validator {
     static let connectionKeys: Set<String> = ["name", "local_addrs", "remote_addrs", "proposals", "local_id", "remote_id",
                                               "auth", "psk", "psk_file", "local_cert", "local_key", "ca_certs", "encap",
-                                              "dpd_delay", "rekey_time"]
+                                              "dpd_delay", "rekey_time", "fragmentation"]
     static let childKeys: Set<String> = ["name", "local_ts", "remote_ts", "esp_proposals", "mode", "start_action",
                                          "dpd_action", "rekey_time", "rekey_bytes", "rekey_packets", "life_time",
                                          "life_bytes", "life_packets", "replay_window", "mtu", "df", "tfc_pad"]
@@ -32,6 +32,12 @@ extension Validator {
         if let (v, _) = int(t, "hold_bytes", 0...(16 << 20)) { s.holdBytes = Int(v) }
         if let (v, _) = int(t, "hold_packets_total", 0...65536) { s.holdPacketsTotal = Int(v) }
         if let (v, _) = number(t, "hold_timeout", 0.1...300) { s.holdTimeout = v }
+        if let (v, line) = int(t, "fragment_size", 0...65535) {
+            // A fragment must hold its headers and some payload; 0 picks the family's minimum MTU.
+            if v != 0 && v < 576 { error(line, "fragment_size = \(v) is below 576, the smallest IPv4 datagram every host takes; 0 picks 576 for IPv4 and 1280 for IPv6") }
+            else { s.fragmentSize = Int(v) }
+        }
+        if let (v, _) = int(t, "max_packet", 1280...65535) { s.maxPacket = Int(v) }
         return s
     }
 
@@ -101,13 +107,15 @@ extension Validator {
         let remoteID = identity(t, "remote_id")
         let auth = authentication(t)
         let encap = bool(t, "encap") ?? false
+        // swanctl's values; "force" differs from "yes" only for IKEv1, so here it is "yes".
+        let fragmentation = choice(t, "fragmentation", ["yes": IKEFragmentation.yes, "force": .yes, "accept": .accept, "no": .no])?.0 ?? .yes
         let dpdDelay = Int(int(t, "dpd_delay", 0...Validator.maxSeconds)?.0 ?? 0)
         let rekeyTime = Int(int(t, "rekey_time", 0...Validator.maxSeconds)?.0 ?? 14400)
         let ends = local.map { ConnectionEnds(local: $0, remote: remote) }
         guard errorCount == before, let name, let local, let auth else { return (nil, ends) }
         let conn = IKEConnection(name: name, line: t.line, localAddrs: local, remoteAddrs: remote, proposals: proposals,
                                  localID: localID, remoteID: remoteID, auth: auth, encap: encap, dpdDelay: dpdDelay,
-                                 rekeyTime: rekeyTime, children: [])
+                                 rekeyTime: rekeyTime, fragmentation: fragmentation, children: [])
         return (conn, ends)
     }
 

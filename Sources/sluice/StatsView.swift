@@ -72,6 +72,7 @@ enum StatsView {
             // With an ESP-in-UDP SA in, the workers see port 4500 first and consume keepalives there.
             let consumed = s.drops[DropReason.natKeepalive.rawValue] ?? 0
             out += "  NAT keepalives: \(c.keepalivesSent) sent, \(c.keepalivesReceived + consumed) received\n"
+            out += "  IKE fragments: \(c.fragmentsSent) sent, \(c.fragmentsReceived) received, \(c.fragmentedMessages) messages reassembled, \(c.fragmentsDropped) dropped\n"
         }
         out += "\nDrops by reason\n"
         if s.drops.isEmpty { out += "  (none)\n" } else {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import SluiceConfig
 @testable import SluiceCore
+import SluiceIKE
 
 /// One connection with one child; the line numbers of the corpus below count on it.
 let ikeBase = """
@@ -331,7 +332,26 @@ struct IKEConfigTests {
         ("[ike] hold_bytes too big", ikeBase + "[ike]\n\nhold_bytes = 1000000000\n", 14, "hold_bytes = 1000000000 is out of range 0...16777216"),
         ("[ike] hold_packets_total negative", ikeBase + "[ike]\nhold_packets_total = -1\n", 13, "hold_packets_total = -1 is out of range 0...65536"),
         ("[ike] hold_timeout zero", ikeBase + "[ike]\nhold_timeout = 0\n", 13, "hold_timeout = 0.0 is out of range 0.1...300.0"),
+        ("fragmentation typo", ikeBase.replacingOccurrences(of: "auth = \"psk\"", with: "auth = \"psk\"\nfragmentation = \"on\""), 6,
+         "fragmentation = \"on\" is not one of: accept, force, no, yes"),
+        ("fragmentation as bool", ikeBase.replacingOccurrences(of: "auth = \"psk\"", with: "auth = \"psk\"\nfragmentation = true"), 6,
+         "fragmentation must be a string, not a boolean"),
+        ("[ike] fragment_size too small", ikeBase + "[ike]\nfragment_size = 500\n", 13,
+         "fragment_size = 500 is below 576, the smallest IPv4 datagram every host takes; 0 picks 576 for IPv4 and 1280 for IPv6"),
+        ("[ike] fragment_size too big", ikeBase + "[ike]\nfragment_size = 70000\n", 13, "fragment_size = 70000 is out of range 0...65535"),
+        ("[ike] max_packet too small", ikeBase + "[ike]\nmax_packet = 1000\n", 13, "max_packet = 1000 is out of range 1280...65535"),
     ]
+
+    @Test func fragmentationDefaultsToYesAndTakesSwanctlsValues() throws {
+        let d = try ConfigLoader.parse(ikeBase, path: "d.toml")
+        #expect(d.connections.first?.fragmentation == .yes && d.ike.fragmentSize == 1280 && d.ike.maxPacket == 10000)
+        for (value, expected) in [("yes", IKEFragmentation.yes), ("force", .yes), ("accept", .accept), ("no", .no)] {
+            let text = ikeBase.replacingOccurrences(of: "auth = \"psk\"", with: "auth = \"psk\"\nfragmentation = \"\(value)\"")
+            #expect(try ConfigLoader.parse(text, path: "f.toml").connections.first?.fragmentation == expected, "\(value)")
+        }
+        let s = try ConfigLoader.parse(ikeBase + "[ike]\nfragment_size = 0\nmax_packet = 20000\n", path: "s.toml").ike
+        #expect(s.fragmentSize == 0 && s.maxPacket == 20000)
+    }
 
     @Test func keepAliveAndHoldLimitsHaveStrongSwansDefaultsAndCanBeSet() throws {
         let defaults = try ConfigLoader.parse(ikeBase, path: "d.toml").ike
@@ -635,7 +655,8 @@ struct IKEConfigTests {
         #expect(header.restartRequired(comparedTo: next).map(\.line) == [12, 12])
         #expect(try ConfigLoader.parse(ikeBase, path: "new.toml").restartRequired(comparedTo: next).map(\.line) == [0, 0])
         #expect(IKESettings.keys == ["retransmit_timeout", "retransmit_base", "retransmit_tries", "keep_alive",
-                                     "hold_packets", "hold_bytes", "hold_packets_total", "hold_timeout"])
+                                     "hold_packets", "hold_bytes", "hold_packets_total", "hold_timeout",
+                                     "fragment_size", "max_packet"])
         #expect(Set(IKESettings.keys) == Set(IKESettings.fields.map(\.key)))
     }
 

@@ -7,11 +7,13 @@ import SluiceCore
     static let allCAs = [TestPKI.caCert, TestPKI.rsaCaCert]
 
     static func pair(a: CertificateCredentials, b: CertificateCredentials, localIDB: IDPayload? = nil,
-                     remoteIDA: IDPayload? = nil, remoteIDB: IDPayload? = nil) throws -> AgentPair {
+                     remoteIDA: IDPayload? = nil, remoteIDB: IDPayload? = nil,
+                     fragmentationA: IKEFragmentation = .yes, fragmentationB: IKEFragmentation = .yes) throws -> AgentPair {
         var ca = try Profiles.connection(local: Profiles.gwA, remote: Profiles.gwB, localTS: "198.51.100.0/24", remoteTS: "203.0.113.0/24")
         var cb = try Profiles.connection(local: Profiles.gwB, remote: Profiles.gwA, localTS: "203.0.113.0/24", remoteTS: "198.51.100.0/24")
         ca.auth = .certificates(a); cb.auth = .certificates(b)
         ca.remoteID = remoteIDA; cb.remoteID = remoteIDB; cb.localID = localIDB
+        ca.fragmentation = fragmentationA; cb.fragmentation = fragmentationB
         let p = AgentPair(a: ca, b: cb)
         p.a.certificateTime = { PKI.time }
         p.b.certificateTime = { PKI.time }
@@ -22,9 +24,10 @@ import SluiceCore
     static func authMessages(_ p: AgentPair) throws -> (request: [Payload], response: [Payload]) {
         let auths = p.sent.filter { (try? IKEMessage.decodeHeader($0.bytes))?.exchange == .ikeAuth }
         let sa = try #require(p.a.sessions.values.first), sb = try #require(p.b.sessions.values.first)
-        let req = try #require(auths.first { $0.from.address == Profiles.gwA })
-        let resp = try #require(auths.first { $0.from.address == Profiles.gwB })
-        return (try #require(sb.open(req.bytes, try IKEMessage.decode(req.bytes)).payloads), try #require(sa.open(resp.bytes, try IKEMessage.decode(resp.bytes)).payloads))
+        // Large certificates put IKE_AUTH in fragments (RFC 7383): each side's are one message.
+        let req = auths.filter { $0.from.address == Profiles.gwA }.map(\.bytes)
+        let resp = auths.filter { $0.from.address == Profiles.gwB }.map(\.bytes)
+        return (try innerPayloads(req, openedBy: sb), try innerPayloads(resp, openedBy: sa))
     }
 
     static func scheme(_ inner: [Payload]) throws -> SignatureScheme {

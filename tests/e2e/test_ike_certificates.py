@@ -3,7 +3,8 @@ inner 198.51.100.1) and strongSwan 5.9.8 (gw-b, 192.0.2.2, inner 203.0.113.1). T
 the gateways' certificates are made here with strongSwan's pki; both ends verify the other's
 certificate against the CA, identities are the subject DNs. Both directions of initiation,
 with ECDSA and with RSA keys, traffic through the tunnel; a certificate from another CA is
-refused with AUTHENTICATION_FAILED."""
+refused with AUTHENTICATION_FAILED. With a small fragment_size on both ends, IKE_AUTH goes in
+IKE fragments (RFC 7383) both ways, and no IP fragment is ever on the wire."""
 import os
 import subprocess
 import time
@@ -19,7 +20,7 @@ NEEDS_STRONGSWAN = True
 
 DN_A = "CN=gw-a, O=Sluice Test"
 DN_B = "CN=gw-b, O=Sluice Test"
-# pki's key types and sizes: small keys keep IKE_AUTH in one datagram (no fragmentation).
+# pki's key types and sizes: with the default fragment_size (1280) both keep IKE_AUTH in one datagram.
 KINDS = {"ecdsa": ("ecdsa", "256"), "rsa": ("rsa", "2048")}
 # What charon logs for the RFC 7427 (AUTH method 14) signature each kind of key makes.
 SCHEMES = {"ecdsa": "ECDSA_WITH_SHA256_DER", "rsa": "RSA_EMSA_PKCS1_SHA2_256"}
@@ -63,9 +64,10 @@ class PKI:
         return cert, key
 
 
-def gateways(lab, kind, swan_pki=None):
+def gateways(lab, kind, swan_pki=None, sluice_ike="", swan_settings=None):
     """Sluice on gw-a, strongSwan on gw-b, each with a `kind` certificate from one CA (or,
-    for strongSwan, from `swan_pki`'s CA). Returns (a, b, sluice daemon, strongSwan)."""
+    for strongSwan, from `swan_pki`'s CA). `sluice_ike`: more [ike] keys for Sluice;
+    `swan_settings`: charon settings. Returns (a, b, sluice daemon, strongSwan)."""
     a, b = lab.host("gwa"), lab.host("gwb")
     lab.link(a, "va", b, "vb")
     for ns, dev, outer, inner in ((a, "va", "192.0.2.1/24", "198.51.100.1/32"), (b, "vb", "192.0.2.2/24", "203.0.113.1/32")):
@@ -77,12 +79,12 @@ def gateways(lab, kind, swan_pki=None):
 
     conf = sluice_connection("gw-b", "192.0.2.1", "192.0.2.2", "net", ["198.51.100.0/24"], ["203.0.113.0/24"],
                              remote_id=DN_B, pubkey=(cert_a, key_a, [ca.cert]))
-    da = Daemon(lab, a, "sluice", ike_config(conf)).start()
+    da = Daemon(lab, a, "sluice", ike_config(conf) + sluice_ike).start()
 
     swan_conn = connection("192.0.2.2", "192.0.2.1", auth="pubkey", local_id=DN_B, remote_id=DN_A,
                            local={"certs": "gw-b.pem"},
                            children={"net": child("203.0.113.0/24", "198.51.100.0/24", esp_proposals="aes128gcm16")})
-    sw = StrongSwan(lab, b, "gw-b", connections={"gw": swan_conn})
+    sw = StrongSwan(lab, b, "gw-b", connections={"gw": swan_conn}, settings=swan_settings)
     sw.add_credential("x509", "gw-b.pem", cert_b.read_bytes())
     sw.add_credential(KINDS[kind][0], "gw-b.key", key_b.read_bytes())
     sw.add_credential("x509ca", "ca.pem", ca.cert.read_bytes())
@@ -127,7 +129,7 @@ def test_strongswan_initiates(lab, kind):
     assert f"established with 192.0.2.2:4500 ({DN_B})" in log, log
     assert f"authentication of '{DN_A}' with {SCHEMES[kind]} successful" in sw.log(), sw.log()[-3000:]
     sizes = ike_datagrams(cap.stop())
-    # For the note (pytest -s): IKE_AUTH with a certificate still fits one datagram.
+    # For the note (pytest -s): the largest IKE datagram (RSA: fragments of the default 1280).
     print(f"{kind}: largest IKE message {max(n for _, n in sizes)} bytes")
 
 
@@ -169,3 +171,48 @@ def test_certificate_from_another_ca_is_refused(lab):
     while time.time() < deadline and sw.list_sas():
         time.sleep(0.2)
     assert sw.list_sas() == [], "strongSwan deleted its IKE SA on our AUTHENTICATION_FAILED"
+
+
+def ike_on_the_wire(pcap):
+    """(source, first payload type, UDP payload length, IP-fragmented) of every IKE datagram
+    (port 500, or 4500 with the non-ESP marker), and the count of IP fragments seen at all."""
+    from scapy.layers.inet import IP, UDP
+    out, ip_fragments = [], 0
+    for p in labmod.packets(pcap):
+        if not p.haslayer(IP):
+            continue
+        if p[IP].flags.MF or p[IP].frag:
+            ip_fragments += 1
+        if p.haslayer(UDP) and p[UDP].dport in (500, 4500):
+            payload = bytes(p[UDP].payload)
+            ike = payload if p[UDP].dport == 500 else payload[4:] if payload[:4] == b"\0\0\0\0" else None
+            if ike and len(ike) >= 28:
+                out.append((p[IP].src, ike[16], len(payload)))
+    return out, ip_fragments
+
+
+@pytest.mark.parametrize("initiator", ["strongswan", "sluice"])
+def test_ike_auth_goes_in_ike_fragments_both_ways(lab, initiator):
+    # 576-byte datagrams (fragment_size on both ends): RSA IKE_AUTH needs several each way.
+    a, b, da, sw = gateways(lab, "rsa", sluice_ike="fragment_size = 576\n", swan_settings={"fragment_size": 576})
+    cap = lab.capture(a, "va", "wire")
+    if initiator == "strongswan":
+        out = sw.initiate(child="net")
+        assert "CHILD_SA net{1} established" in out, out
+    else:
+        r = control(da, "initiate", "--child", "net")
+        assert r.returncode == 0, r.stdout + r.stderr
+    wait_child(da, "net")
+    both_views_agree(da, sw)
+    lab.ping(a, "203.0.113.1", count=3, src="198.51.100.1")
+    wire, ip_fragments = ike_on_the_wire(cap.stop())
+    assert ip_fragments == 0, "IKE fragmentation keeps IP fragments off the wire"
+    for src in ("192.0.2.1", "192.0.2.2"):
+        skf = [n for s, first, n in wire if s == src and first == 53]
+        assert len(skf) >= 2, (src, wire)
+        # IP header 20 + UDP 8 + this: within 576.
+        assert max(skf) + 28 <= 576, (src, skf)
+    log = sw.log()
+    assert "splitting IKE message" in log and "reassembled fragmented IKE message" in log, log[-3000:]
+    c = da.stats()["ikeCounters"]
+    assert c["fragmentedMessages"] >= 1 and c["fragmentsSent"] >= 2 and c["fragmentsDropped"] == 0, c

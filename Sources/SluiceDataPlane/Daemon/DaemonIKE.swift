@@ -56,11 +56,13 @@ extension Daemon {
                     lifeTime: Double(ch.lifeTime), lifeBytes: ch.lifeBytes, lifePackets: ch.lifePackets,
                     replayWindow: ch.replayWindow, mtu: ch.mtu, dfPolicy: ch.dfPolicy, tfcPadTo: ch.tfcPadTo)
             }
-            return ConnectionProfile(
+            var profile = ConnectionProfile(
                 name: c.name, localAddresses: c.localAddrs, remoteAddresses: c.remoteAddrs,
                 proposals: try parse(c.proposals, esp: false, line: c.line), localID: localID,
                 remoteID: remoteID, auth: auth, forceEncapsulation: c.encap,
                 dpdDelay: Double(c.dpdDelay), rekeyTime: Double(c.rekeyTime), children: children)
+            profile.fragmentation = c.fragmentation
+            return profile
         }
     }
 
@@ -124,6 +126,8 @@ extension Daemon {
             }
         }
         agent.keepAlive = config.ike.keepAlive
+        agent.fragmentSize = config.ike.fragmentSize
+        agent.maxPacket = config.ike.maxPacket
         sockets.onSendError = { to, e in log.debug("IKE send to \(to) failed: \(e)") }
         rulesLive.store(false, ordering: .relaxed)
         agent.installTraps()

@@ -70,10 +70,13 @@ extension IKEAgent {
         if var r = request {
             if let childPayloads = childRequestPayloads(s, &r, initial: true) { inner += childPayloads; request = r } else { request = nil }
         }
-        guard let datagram = try? s.seal(s.header(.ikeAuth, response: false, id: 1), inner) else { failed(s, "cannot build IKE_AUTH"); return }
+        guard let datagrams = try? s.sealMessage(s.header(.ikeAuth, response: false, id: 1), inner, fragmentSize: fragmentSize) else {
+            failed(s, "cannot build IKE_AUTH")
+            return
+        }
         s.nextRequestID = 2
-        s.outstanding = IKESession.Outstanding(id: 1, datagram: datagram, sends: 1, nextAt: now + schedule.wait(after: 0), purpose: .ikeAuth(child: request))
-        send(s, datagram, now: now)
+        s.outstanding = IKESession.Outstanding(id: 1, datagrams: datagrams, sends: 1, nextAt: now + schedule.wait(after: 0), purpose: .ikeAuth(child: request))
+        send(s, datagrams, now: now)
     }
 
     /// Responder side of IKE_AUTH: the response's inner payloads (possibly only an error notify).
@@ -128,8 +131,8 @@ extension IKEAgent {
         if let why = verifyPeer(s, inner, id: idr, method: method, data: data) {
             counters.authFailures += 1
             // §2.21.2: the initiator tells the responder, in an INFORMATIONAL of its own (sent once).
-            if let d = try? s.seal(s.header(.informational, response: false, id: s.nextRequestID),
-                                   [.notify(NotifyPayload(type: NotifyType.authenticationFailed))]) {
+            if let d = try? s.sealMessage(s.header(.informational, response: false, id: s.nextRequestID),
+                                          [.notify(NotifyPayload(type: NotifyType.authenticationFailed))], fragmentSize: fragmentSize) {
                 send(s, d, now: now)
             }
             failed(s, "authentication of \(idr.text) failed: \(why) (AUTHENTICATION_FAILED)")

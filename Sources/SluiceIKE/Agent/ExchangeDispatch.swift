@@ -7,16 +7,7 @@ extension IKEAgent {
         counters.received += 1
         let id = m.header.messageID
         if let cached = s.cachedResponse, cached.id == id {
-            // A retransmitted request: the same response, byte for byte, without processing it
-            // again. Only for the very same bytes: anything else with the SPIs and this ID could
-            // otherwise bounce our response to an address of the sender's choosing.
-            if cached.request == bytes {
-                counters.retransmitsAnswered += 1
-                transport.send(cached.datagram, from: s.local, to: from)
-                s.lastSent = now
-            } else {
-                counters.unexpected += 1
-            }
+            resendCachedResponse(s, cached, request: bytes, to: from, now: now)
             return
         }
         guard id == s.expectedPeerRequestID else {
@@ -24,8 +15,26 @@ extension IKEAgent {
             log(AgentLog(.debug, "\(s.label): request with message ID \(id), expected \(s.expectedPeerRequestID); dropped"))
             return
         }
+        handleOpenedRequest(s, m.header, s.open(bytes, m), request: bytes, from: from, to: to, now: now)
+    }
+
+    /// A retransmitted request: the same response, byte for byte, without processing it again.
+    /// Only for the very same bytes: anything else with the SPIs and this ID could otherwise
+    /// bounce our response to an address of the sender's choosing.
+    func resendCachedResponse(_ s: IKESession, _ cached: IKESession.CachedResponse, request: [UInt8], to: Endpoint, now: Double) {
+        guard cached.request == request else { counters.unexpected += 1; return }
+        counters.retransmitsAnswered += 1
+        for d in cached.datagrams { transport.send(d, from: s.local, to: to) }
+        s.lastSent = now
+    }
+
+    /// A request in the expected message ID, its SK payload opened (or its fragments joined).
+    /// `request`: the datagram (or first fragment) a retransmission of it will repeat.
+    func handleOpenedRequest(_ s: IKESession, _ header: IKEHeader, _ opened: IKESession.Opened, request bytes: [UInt8],
+                             from: Endpoint, to: Endpoint, now: Double) {
+        let id = header.messageID
         let inner: [Payload], refusal: Payload?
-        switch s.open(bytes, m) {
+        switch opened {
         case let .payloads(p): (inner, refusal) = (p, nil)
         case .unverified:
             counters.integrityFailures += 1
@@ -42,7 +51,7 @@ extension IKEAgent {
         s.lastHeard = now
         var response: [Payload]
         var closeAfter = false
-        switch m.header.exchange {
+        switch header.exchange {
         case _ where refusal != nil:
             response = refusal.map { [$0] } ?? []
             // An IKE_AUTH we cannot read leaves nothing to authenticate (§2.21.2): the IKE SA goes.
@@ -67,14 +76,15 @@ extension IKEAgent {
         case .ikeSAInit:
             return
         }
-        guard let datagram = try? s.seal(s.header(m.header.exchange, response: true, id: id), response) else {
+        guard let datagrams = try? s.sealMessage(s.header(header.exchange, response: true, id: id), response, fragmentSize: fragmentSize) else {
             log(AgentLog(.error, "\(s.label): cannot build the response to request \(id)"))
             return
         }
         s.expectedPeerRequestID &+= 1
-        s.cachedResponse = (id, bytes, datagram)
-        transport.send(datagram, from: s.local, to: from)
+        s.cachedResponse = IKESession.CachedResponse(id: id, request: bytes, datagrams: datagrams)
+        for d in datagrams { transport.send(d, from: s.local, to: from) }
         counters.sent += 1
+        if datagrams.count > 1 { counters.fragmentsSent += UInt64(datagrams.count) }
         s.lastSent = now
         if closeAfter { close(s, why: s.state == .rekeyed ? "replaced by its rekey" : s.state == .deleting && s.establishedAt == nil ? "authentication failed" : "deleted by the peer") }
         else {
@@ -84,22 +94,31 @@ extension IKEAgent {
         }
     }
 
-    func handleResponse(_ s: IKESession, _ m: IKEMessage, _ bytes: [UInt8], from: Endpoint, to: Endpoint, now: Double) {
+    func handleResponse(_ s: IKESession, _ m: IKEMessage, _ bytes: [UInt8], from: Endpoint, now: Double) {
         guard let o = s.outstanding, o.id == m.header.messageID else {
             counters.unexpected += 1
             return
         }
+        handleOpenedResponse(s, m.header, s.open(bytes, m), from: from, now: now)
+    }
+
+    /// The response to our outstanding request, its SK payload opened (or its fragments joined).
+    func handleOpenedResponse(_ s: IKESession, _ header: IKEHeader, _ opened: IKESession.Opened, from: Endpoint, now: Double) {
+        guard let o = s.outstanding, o.id == header.messageID else {
+            counters.unexpected += 1
+            return
+        }
         let inner: [Payload]
-        switch s.open(bytes, m) {
+        switch opened {
         case let .payloads(p): inner = p
         case .unverified:
             counters.integrityFailures += 1
-            log(AgentLog(.debug, "\(s.label): response \(m.header.messageID) from \(from) does not verify; dropped"))
+            log(AgentLog(.debug, "\(s.label): response \(header.messageID) from \(from) does not verify; dropped"))
             return
         case let .malformed(e):
             // From the peer, but unreadable: nothing to act on; the request stays outstanding.
             counters.malformed += 1
-            log(AgentLog(.warning, "\(s.label): response \(m.header.messageID) from \(from) verifies but its payloads do not decode (\(e)); dropped"))
+            log(AgentLog(.warning, "\(s.label): response \(header.messageID) from \(from) verifies but its payloads do not decode (\(e)); dropped"))
             return
         }
         counters.received += 1

@@ -59,10 +59,11 @@ extension IKEAgent {
         if s.connection.certificates != nil {
             payloads.append(.notify(NotifyPayload(type: NotifyType.signatureHashAlgorithms, data: SignatureHash.notifyData())))
         }
+        if s.connection.fragmentation != .no { payloads.append(.notify(NotifyPayload(type: NotifyType.ikev2FragmentationSupported))) }
         let datagram = IKEMessage(header: s.header(.ikeSAInit, response: false, id: 0), payloads: payloads).encode()
         s.initRequest = datagram
         s.nextRequestID = 1
-        s.outstanding = IKESession.Outstanding(id: 0, datagram: datagram, sends: 1, nextAt: now + schedule.wait(after: 0), purpose: .ikeInit(child: child))
+        s.outstanding = IKESession.Outstanding(id: 0, datagrams: [datagram], sends: 1, nextAt: now + schedule.wait(after: 0), purpose: .ikeInit(child: child))
         send(s, datagram, now: now)
     }
 
@@ -110,6 +111,7 @@ extension IKEAgent {
         s.spiR = m.header.spiR
         s.nonceR = nonceR
         s.peerHashes = Self.signatureHashes(m.payloads)
+        s.peerFragmentation = s.connection.fragmentation != .no && notifies.contains { $0.type == NotifyType.ikev2FragmentationSupported }
         s.initResponse = bytes
         defer { secret.wipe() }
         guard let keys = try? IKEKeys.derive(prf: prf, encryption: alg.encryption, integrity: alg.integrity, sharedSecret: secret,
@@ -205,6 +207,7 @@ extension IKEAgent {
         s.nonceI = nonceI
         s.nonceR = Self.randomBytes(Self.nonceLength)
         s.peerHashes = Self.signatureHashes(m.payloads)
+        s.peerFragmentation = c.fragmentation != .no && m.payloads.notifies.contains { $0.type == NotifyType.ikev2FragmentationSupported }
         s.initRequest = bytes
         defer { secret.wipe() }
         guard let keys = try? IKEKeys.derive(prf: prf, encryption: alg.encryption, integrity: alg.integrity, sharedSecret: secret,
@@ -228,6 +231,8 @@ extension IKEAgent {
             payloads.append(.notify(NotifyPayload(type: NotifyType.signatureHashAlgorithms, data: SignatureHash.notifyData())))
             payloads.append(.certreq(encoding: CertEncoding.x509Signature, data: certs.authorities.certificateRequest))
         }
+        // §2.3: announced back only to an initiator that announced it.
+        if s.peerFragmentation { payloads.append(.notify(NotifyPayload(type: NotifyType.ikev2FragmentationSupported))) }
         let response = IKEMessage(header: s.header(.ikeSAInit, response: true, id: 0), payloads: payloads).encode()
         s.initResponse = response
         s.expectedPeerRequestID = 1

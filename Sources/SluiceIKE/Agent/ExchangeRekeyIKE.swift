@@ -129,6 +129,8 @@ extension IKEAgent {
         n.remoteID = s.remoteID
         n.peerBehindNAT = s.peerBehindNAT
         n.localBehindNAT = s.localBehindNAT
+        // Negotiated in IKE_SA_INIT only, so the rekeyed IKE SA keeps it (as strongSwan's extensions).
+        n.peerFragmentation = s.peerFragmentation
         n.rekeyAt = s.connection.rekeyTime > 0 ? now + Self.jittered(s.connection.rekeyTime) : nil
         sessions[n.ourSPI] = n
         return n

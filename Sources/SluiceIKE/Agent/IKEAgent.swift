@@ -35,6 +35,11 @@ public final class IKEAgent {
     /// Half-open IKE SAs at most (strongSwan: block_threshold is per peer; this is all of them).
     public var halfOpenLimit = 1000
     var cookies = CookieJar()
+    /// IP datagram size above which a message goes in fragments, where the peer takes them
+    /// (strongSwan: fragment_size); 0 = the family's minimum MTU.
+    public var fragmentSize = 1280
+    /// The largest message taken from the peer, whole or reassembled (strongSwan: max_packet).
+    public var maxPacket = 10000
     /// Where nonces come from; tests pick them to steer rekey collisions (§2.8.1).
     var nonceSource: (Int) -> [UInt8] = IKEAgent.randomBytes
 
@@ -132,7 +137,8 @@ public final class IKEAgent {
 
     /// An IKE SA's delete, sent once and not retransmitted: for leaving without waiting.
     func sendDeleteOnce(_ s: IKESession, now: Double) {
-        if let d = try? s.seal(s.header(.informational, response: false, id: s.nextRequestID), [.delete(DeletePayload(protocolID: .ike, spis: []))]) {
+        if let d = try? s.sealMessage(s.header(.informational, response: false, id: s.nextRequestID),
+                                      [.delete(DeletePayload(protocolID: .ike, spis: []))], fragmentSize: fragmentSize) {
             send(s, d, now: now)
         }
     }
@@ -162,7 +168,11 @@ public final class IKEAgent {
             if h.isResponse { handleInitResponse(s, message, bytes, from: remote, now: now) } else { counters.unexpected += 1 }
             return
         }
-        if h.isResponse { handleResponse(s, message, bytes, from: remote, to: local, now: now) } else { handleRequest(s, message, bytes, from: remote, to: local, now: now) }
+        if case .encryptedFragment? = message.payloads.last {
+            receiveFragment(s, message, bytes, from: remote, to: local, now: now)
+            return
+        }
+        if h.isResponse { handleResponse(s, message, bytes, from: remote, now: now) } else { handleRequest(s, message, bytes, from: remote, to: local, now: now) }
     }
 
     /// Retransmissions, DPD, rekeys, half-open timeouts, delayed removals. Call about once a second.
@@ -174,7 +184,7 @@ public final class IKEAgent {
                     continue
                 }
                 counters.retransmits += 1
-                send(s, o.datagram, now: now)
+                send(s, o.datagrams, now: now)
                 o.nextAt = now + schedule.wait(after: o.sends)
                 o.sends += 1
                 s.outstanding = o
@@ -253,11 +263,15 @@ public final class IKEAgent {
     public static func trapOrigin(_ child: String) -> String { "child \(child)" }
     public static func child(fromTrapOrigin o: String) -> String? { o.hasPrefix("child ") ? String(o.dropFirst(6)) : nil }
 
-    func send(_ s: IKESession, _ datagram: [UInt8], now: Double) {
-        transport.send(datagram, from: s.local, to: s.remote)
+    /// Sends one message: its one datagram, or all its fragments.
+    func send(_ s: IKESession, _ datagrams: [[UInt8]], now: Double) {
+        for d in datagrams { transport.send(d, from: s.local, to: s.remote) }
         counters.sent += 1
+        if datagrams.count > 1 { counters.fragmentsSent += UInt64(datagrams.count) }
         s.lastSent = now
     }
+
+    func send(_ s: IKESession, _ datagram: [UInt8], now: Double) { send(s, [datagram], now: now) }
 
     /// Queues a request; sends it when the IKE SA's window (one request) is free.
     func enqueue(_ s: IKESession, _ p: IKESession.Purpose, now: Double) {
@@ -305,13 +319,13 @@ public final class IKEAgent {
         case .ikeInit, .ikeAuth:
             return
         }
-        guard let datagram = try? s.seal(s.header(exchange, response: false, id: id), inner) else {
+        guard let datagrams = try? s.sealMessage(s.header(exchange, response: false, id: id), inner, fragmentSize: fragmentSize) else {
             log(AgentLog(.error, "\(s.label): cannot build a \(exchange) request"))
             return
         }
         s.nextRequestID &+= 1
-        s.outstanding = IKESession.Outstanding(id: id, datagram: datagram, sends: 1, nextAt: now + schedule.wait(after: 0), purpose: purpose)
-        send(s, datagram, now: now)
+        s.outstanding = IKESession.Outstanding(id: id, datagrams: datagrams, sends: 1, nextAt: now + schedule.wait(after: 0), purpose: purpose)
+        send(s, datagrams, now: now)
     }
 
     static func spiBytes(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)] }
@@ -385,4 +399,10 @@ public struct AgentCounters: Sendable, Equatable, Codable {
     /// NAT keepalives (RFC 3948 §2.3): one 0xFF byte on port 4500, never IKE.
     public var keepalivesSent: UInt64 = 0
     public var keepalivesReceived: UInt64 = 0
+    /// IKE fragmentation (RFC 7383): fragments sent and received, messages reassembled from
+    /// them, and fragments dropped (not negotiated, repeated, or past max_packet).
+    public var fragmentsSent: UInt64 = 0
+    public var fragmentsReceived: UInt64 = 0
+    public var fragmentedMessages: UInt64 = 0
+    public var fragmentsDropped: UInt64 = 0
 }

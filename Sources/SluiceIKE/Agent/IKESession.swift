@@ -37,8 +37,13 @@ final class IKESession {
     var outstanding: Outstanding?
     /// Requests waiting for the window (deletes, liveness checks, rekeys).
     var pending: [Purpose] = []
-    /// The last response and the request it answered: only that same request, byte for byte, gets it again.
-    var cachedResponse: (id: UInt32, request: [UInt8], datagram: [UInt8])?
+    /// The last response (its datagrams: fragments, or one) and the request it answered (its
+    /// first fragment, or the whole): only that same request, byte for byte, gets it again.
+    var cachedResponse: CachedResponse?
+    /// The peer announced IKE fragmentation in IKE_SA_INIT and so did we (RFC 7383 §2.3).
+    var peerFragmentation = false
+    /// A fragmented request and a fragmented response being reassembled, by the response flag.
+    var reassembly: [Bool: FragmentReassembly] = [:]
     var children: [ChildSA] = []
     /// Children waiting for this IKE SA (or for its one request window) to be free.
     var queuedChildren: [ChildRequest] = []
@@ -66,9 +71,16 @@ final class IKESession {
         return s
     }
 
+    struct CachedResponse {
+        var id: UInt32
+        var request: [UInt8]
+        var datagrams: [[UInt8]]
+    }
+
     struct Outstanding {
         var id: UInt32
-        var datagram: [UInt8]
+        /// The request as sent: one datagram, or all its fragments (retransmitted together, §2.6.1).
+        var datagrams: [[UInt8]]
         var sends: Int
         var nextAt: Double
         var purpose: Purpose

@@ -21,6 +21,8 @@ public struct ConnectionProfile: Sendable {
     /// IKE SA rekey after this many seconds; 0 = off.
     public var rekeyTime: Double
     public var children: [ChildProfile]
+    /// IKE fragmentation (RFC 7383), as swanctl's `fragmentation`.
+    public var fragmentation: IKEFragmentation = .yes
 
     public init(name: String, localAddresses: [IPAddress], remoteAddresses: [IPAddress], proposals: [ProposalSpec],
                 localID: IDPayload? = nil, remoteID: IDPayload? = nil, auth: ConnectionAuth, forceEncapsulation: Bool = false,
