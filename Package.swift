@@ -54,8 +54,10 @@ let package = Package(
             path: "Sources/SluiceBench"
         ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
-        .testTarget(name: "SluiceIKETests", dependencies: ["SluiceIKE", "SluiceCore"]),
+        // Test fixtures shared by the test targets (one copy of the X.509 test PKI).
+        .target(name: "SluiceTestFixtures", path: "Tests/SluiceTestFixtures"),
+        .testTarget(name: "SluiceIKETests", dependencies: ["SluiceIKE", "SluiceCore", "SluiceTestFixtures"]),
         .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceCore", "SluiceIKE"]),
-        .testTarget(name: "SluiceDataPlaneTests", dependencies: ["SluiceDataPlane", "SluiceConfig", "SluiceCore"]),
+        .testTarget(name: "SluiceDataPlaneTests", dependencies: ["SluiceDataPlane", "SluiceConfig", "SluiceCore", "SluiceTestFixtures"]),
     ]
 )

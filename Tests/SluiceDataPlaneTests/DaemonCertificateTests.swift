@@ -3,6 +3,7 @@ import Testing
 import SluiceConfig
 import SluiceCore
 import SluiceIKE
+import SluiceTestFixtures
 @testable import SluiceDataPlane
 
 /// `auth = "pubkey"` at start: Daemon.profiles reads the certificate, key and CA files into
@@ -26,7 +27,7 @@ struct DaemonCertificateTests {
     }
 
     /// A config with one pubkey connection; `extra` lines go into the [[connection]].
-    func profiles(_ dir: Dir, cert: String = DaemonPKI.gwACert, key: String = DaemonPKI.gwAKey, ca: String = DaemonPKI.caCert,
+    func profiles(_ dir: Dir, cert: String = TestPKI.gwAP256Cert, key: String = TestPKI.gwAP256Key, ca: String = TestPKI.caCert,
                   extra: String = "") throws -> [ConnectionProfile] {
         try dir.write("gw-a.pem", cert)
         try dir.write("gw-a.key", key, mode: 0o600)
@@ -51,7 +52,7 @@ struct DaemonCertificateTests {
         return try Daemon.profiles(try ConfigLoader.parse(text, path: dir.path + "/sluice.toml"))
     }
 
-    func failure(_ dir: Dir, cert: String = DaemonPKI.gwACert, key: String = DaemonPKI.gwAKey, ca: String = DaemonPKI.caCert,
+    func failure(_ dir: Dir, cert: String = TestPKI.gwAP256Cert, key: String = TestPKI.gwAP256Key, ca: String = TestPKI.caCert,
                  extra: String = "") -> String {
         do {
             _ = try profiles(dir, cert: cert, key: key, ca: ca, extra: extra)
@@ -74,7 +75,7 @@ struct DaemonCertificateTests {
         #expect(try profiles(dir, extra: "local_id = \"gw-a.example\"").first?.localID == (try IDPayload.parse("gw-a.example")))
         #expect(try profiles(dir, extra: "local_id = \"cn=gw-a, o=sluice test\"").first?.localID?.type == .derDN)
         // A chain in local_cert: the first is ours, the rest go along as intermediates.
-        let chained = try #require(try profiles(dir, cert: DaemonPKI.gwACert + "\n" + DaemonPKI.caCert).first?.certificates)
+        let chained = try #require(try profiles(dir, cert: TestPKI.gwAP256Cert + "\n" + TestPKI.caCert).first?.certificates)
         #expect(chained.intermediates.count == 1)
     }
 
@@ -85,12 +86,12 @@ struct DaemonCertificateTests {
         #expect(failure(dir, ca: "") == "\(at): ca_certs \(dir.path)/ca.pem: is empty")
         #expect(failure(dir, ca: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
                 == "\(at): ca_certs \(dir.path)/ca.pem: not a PEM or DER X.509 certificate")
-        #expect(failure(dir, ca: DaemonPKI.gwACert)
+        #expect(failure(dir, ca: TestPKI.gwAP256Cert)
                 == "\(at): ca_certs \(dir.path)/ca.pem: \"CN=gw-a, O=Sluice Test\" is not a CA certificate (no basicConstraints CA:TRUE)")
         #expect(failure(dir, key: "junk") == "\(at): local_key \(dir.path)/gw-a.key is not a PEM or DER private key")
-        #expect(failure(dir, key: DaemonPKI.gwAEncryptedKey)
+        #expect(failure(dir, key: TestPKI.gwAP256EncryptedKey)
                 == "\(at): local_key \(dir.path)/gw-a.key is an encrypted key: Sluice reads unencrypted keys only (protect the file with mode 0600)")
-        let mismatch = failure(dir, key: DaemonPKI.gwBKey)
+        let mismatch = failure(dir, key: TestPKI.gwBP384Key)
         #expect(mismatch == "\(at): local_cert \(dir.path)/gw-a.pem with local_key \(dir.path)/gw-a.key: the private key (ECDSA P-384) is not the key of certificate \"CN=gw-a, O=Sluice Test\" (ECDSA P-256)")
         #expect(!mismatch.contains("PRIVATE KEY"))
         #expect(failure(dir, extra: "local_id = \"gw-x.example\"")

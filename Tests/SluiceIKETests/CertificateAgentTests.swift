@@ -1,6 +1,7 @@
 import Testing
 @testable import SluiceIKE
 import SluiceCore
+import SluiceTestFixtures
 
 /// Two agents in memory authenticating with certificates (RFC 7296 §2.15, RFC 7427).
 @Suite struct CertificateAgentTests {

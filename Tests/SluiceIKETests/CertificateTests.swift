@@ -1,6 +1,7 @@
 import Testing
 @testable import SluiceIKE
 import SluiceCore
+import SluiceTestFixtures
 
 /// Fixtures from scripts/make-test-certs.sh, checked at a fixed time inside their validity.
 enum PKI {

@@ -1,6 +1,7 @@
 import Testing
 @testable import SluiceIKE
 import SluiceCore
+import SluiceTestFixtures
 
 /// IKE fragmentation (RFC 7383) between two agents in memory: RSA certificates make IKE_AUTH
 /// outgrow a small fragment_size, so it travels as SKF fragments both ways.

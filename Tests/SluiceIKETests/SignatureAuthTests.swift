@@ -1,6 +1,7 @@
 import Testing
 @testable import SluiceIKE
 import SluiceCore
+import SluiceTestFixtures
 
 @Suite struct SignatureAuthTests {
     /// RFC 7427 Appendix A: the AlgorithmIdentifiers, byte for byte.
