@@ -10,8 +10,8 @@ packages=(
   nftables iptables iproute2
   # traffic, captures and independent ESP implementations for the end-to-end suite
   iputils-ping tcpdump tshark python3 python3-scapy python3-pytest iperf3 procps
-  # the service checks (systemd-analyze) and make install
-  systemd make tmux util-linux
+  # the service checks (systemd-analyze), make install, and rendering the man pages
+  systemd make tmux util-linux man-db
   # strongSwan, the IKEv2 peer of the interop tests: charon runs in the tests' namespaces only
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins strongswan-pki
 )
@@ -70,6 +70,22 @@ if ((${#missing[@]})); then
       kill "$pid" 2>/dev/null || true
     fi
   done
+fi
+
+# promtool checks examples/prometheus-alerts.yml in the end-to-end suite. It comes from
+# Debian's prometheus package, unpacked into .build/tools rather than installed, so that
+# no Prometheus server is installed and enabled on the host for a test.
+tools="$(cd "$(dirname "$0")/.." && pwd)/.build/tools"
+if [[ ! -x $tools/promtool ]]; then
+  work=$(mktemp -d)
+  if ! (cd "$work" && apt-get download -qq prometheus 2>/dev/null); then
+    [[ $(id -u) -eq 0 ]] && apt-get update -qq
+    (cd "$work" && apt-get download -qq prometheus 2>/dev/null) || { rm -rf "$work"; echo "install-deps: cannot download Debian's prometheus package (for promtool)" >&2; exit 1; }
+  fi
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+  install -D -m 0755 "$work/root/usr/bin/promtool" "$tools/promtool"
+  rm -rf "$work"
+  echo "install-deps: promtool unpacked into $tools"
 fi
 
 if ! command -v swift >/dev/null; then

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: the unit tests (no root needed) and the end-to-end suite on
 # network namespaces with real nftables, NFQUEUE and independent ESP peers (root).
-#   sudo scripts/test.sh             everything
-#   sudo scripts/test.sh -k tunnel   pass pytest options to the end-to-end part
+#   scripts/test.sh             everything (as root, or as a user with sudo)
+#   scripts/test.sh -k tunnel   pass pytest options to the end-to-end part
 set -euo pipefail
+source "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
@@ -15,11 +16,6 @@ grep -qE "Test run with [0-9]+ tests? .* passed" .build/unit-tests.log || { echo
 
 echo "== release build for the end-to-end suite"
 swift build -c release
-
-if [[ $(id -u) -ne 0 ]]; then
-  echo "the end-to-end suite needs root (network namespaces, nftables, NFQUEUE): rerun with sudo" >&2
-  exit 1
-fi
 
 echo "== end-to-end tests (pytest, network namespaces)"
 # Debian's python3 carries python3-scapy; a pyenv python on PATH would not.

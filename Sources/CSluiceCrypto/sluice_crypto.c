@@ -190,6 +190,10 @@ int sluice_random_bytes(uint8_t *out, size_t len) {
     return RAND_bytes(out, (int)len) == 1;
 }
 
+const char *sluice_openssl_version(void) {
+    return OpenSSL_version(OPENSSL_VERSION);
+}
+
 void sluice_wipe(void *p, size_t len) {
     OPENSSL_cleanse(p, len);
 }

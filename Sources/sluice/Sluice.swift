@@ -10,6 +10,7 @@ struct Sluice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "A user-space IPsec (ESP) data plane for Linux, fed by nftables and NFQUEUE.",
+        version: SluiceVersion.description,
         subcommands: [Run.self, Check.self, Rules.self, Stats.self, SA.self, ListSAs.self, Initiate.self, Terminate.self, Rekey.self],
         defaultSubcommand: nil)
 }

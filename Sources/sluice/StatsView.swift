@@ -46,8 +46,9 @@ enum StatsView {
 
     static func render(_ s: StatsSnapshot, previous p: StatsSnapshot?) -> String {
         let dt = p.map { s.taken - $0.taken } ?? 0
-        var out = "sluice pid \(s.daemon.pid), up \(Int(s.daemon.uptimeSeconds))s, backend \(s.daemon.backend), fail \(s.daemon.failMode)"
+        var out = "sluice \(s.daemon.version ?? "?") pid \(s.daemon.pid), up \(Int(s.daemon.uptimeSeconds))s, backend \(s.daemon.backend), fail \(s.daemon.failMode)"
         out += s.daemon.passthrough ? ", PASSTHROUGH" : ""
+        if let o = s.daemon.openssl { out += ", \(o)" }
         out += "\n\nQueues\n"
         let qrows = s.queues.map { q -> [String] in
             let pq = p?.queues.first { $0.queue == q.queue }

@@ -52,6 +52,10 @@ int sluice_ct_equal(const uint8_t *a, const uint8_t *b, size_t len);
 /// Fills `out` from OpenSSL's CSPRNG. Returns 1 or 0.
 int sluice_random_bytes(uint8_t *out, size_t len);
 
+/// The OpenSSL the process runs with (not the headers it was built against), e.g.
+/// "OpenSSL 3.0.17 1 Jul 2025". A static string.
+const char *sluice_openssl_version(void);
+
 /// Zeroes memory in a way the compiler may not elide.
 void sluice_wipe(void *p, size_t len);
 

@@ -50,8 +50,10 @@ public final class MetricsExporter: @unchecked Sendable {
                 counter("sluice_queue_gso_segments_total", l, q.segments ?? 0, help: "ESP packets cut from whole TCP packets")
                 counter("sluice_queue_merged_total", l, q.coalesced ?? 0, help: "Decrypted TCP segments merged into the one before (local delivery)")
                 counter("sluice_queue_raw_sent_total", l, q.injected, help: "Packets sent on a raw socket instead of in a verdict")
-                gauge("sluice_queue_latency_seconds", l + [("quantile", "0.5")], Double(q.latencyP50Nanos) / 1e9, help: "Per-packet processing time (upper bucket bound)")
-                gauge("sluice_queue_latency_seconds", l + [("quantile", "0.99")], Double(q.latencyP99Nanos) / 1e9, help: "Per-packet processing time (upper bucket bound)")
+                if let age = q.heartbeatAgeSeconds {
+                    gauge("sluice_queue_worker_up", l, age < Self.workerStale ? 1 : 0,
+                          help: "1 while the queue's worker goes round its loop (at least once a second)")
+                }
             }
             for r in DropReason.allCases {
                 counter("sluice_drops_total", [("reason", r.rawValue)], s.drops[r.rawValue] ?? 0, help: "Packets dropped, by reason")
@@ -64,6 +66,14 @@ public final class MetricsExporter: @unchecked Sendable {
                 counter("sluice_sa_icv_failures_total", l, a.icvFailures, help: "Packets that failed authentication")
                 gauge("sluice_sa_sequence", l, Double(a.sequence), help: "Last sequence number sent (out) or highest accepted (in)")
                 gauge("sluice_sa_expired", l, a.expired ? 1 : 0, help: "1 once the hard lifetime is reached")
+                if let hard = a.hardSeconds {
+                    gauge("sluice_sa_lifetime_remaining_seconds", l, Double(hard) - Double(a.ageSeconds),
+                          help: "Seconds until the hard time lifetime (SAs with one)")
+                }
+                if let used = Self.lifetimeUsed(a) {
+                    gauge("sluice_sa_lifetime_used_ratio", l, used,
+                          help: "The largest share of a hard lifetime used: time, bytes or packets (SAs with one)")
+                }
             }
             for k in s.kernel {
                 let l = [("queue", String(k.queue))]
@@ -72,11 +82,47 @@ public final class MetricsExporter: @unchecked Sendable {
                 counter("sluice_kernel_queue_dropped_total", l + [("cause", "socket_full")], k.userDropped, help: "Kernel drops on the queue")
             }
             gauge("sluice_up", [], 1, help: "1 while the daemon answers")
+            gauge("sluice_build_info", [("version", s.daemon.version ?? ""), ("openssl", s.daemon.openssl ?? "")], 1,
+                  help: "Always 1: the Sluice version and the OpenSSL it runs with, as labels")
             gauge("sluice_uptime_seconds", [], s.daemon.uptimeSeconds, help: "Seconds since start")
             var out: [UInt8] = []
             registry.emit(into: &out)
+            out += Array(Self.latencyHistograms(s).utf8)
             return out
         }
+    }
+
+    /// A worker that has not come round its loop for this long is down (it does every second).
+    static let workerStale = 5.0
+
+    static func lifetimeUsed(_ a: StatsSnapshot.SAStats) -> Double? {
+        let shares = [(a.ageSeconds, a.hardSeconds), (a.bytes, a.hardBytes), (a.packets, a.hardPackets)]
+            .compactMap { used, limit in limit.map { $0 > 0 ? Double(used) / Double($0) : 1 } }
+        return shares.max()
+    }
+
+    /// `sluice_queue_latency_seconds` as a Prometheus histogram, written from the workers'
+    /// own buckets (the registry's histogram takes one observation at a time; these are
+    /// counted already): cumulative buckets per queue and direction, with _sum and _count.
+    static func latencyHistograms(_ s: StatsSnapshot) -> String {
+        let name = "sluice_queue_latency_seconds"
+        var out = "# HELP \(name) Per-packet processing time in the worker, by queue and direction (out: sealed, in: opened, other: passed or dropped)\n"
+        out += "# TYPE \(name) histogram\n"
+        let bounds = WorkerStats.latencyBounds.map { String(format: "%g", Double($0) / 1e9) } + ["+Inf"]
+        for q in s.queues {
+            for c in WorkerStats.LatencyClass.allCases {
+                guard let h = q.latency?[c.label], h.buckets.count == bounds.count else { continue }
+                let labels = "queue=\"\(q.queue)\",direction=\"\(c.label)\""
+                var cumulative: UInt64 = 0
+                for (le, n) in zip(bounds, h.buckets) {
+                    cumulative += n
+                    out += "\(name)_bucket{\(labels),le=\"\(le)\"} \(cumulative)\n"
+                }
+                out += "\(name)_sum{\(labels)} \(String(format: "%.9f", Double(h.sumNanos) / 1e9))\n"
+                out += "\(name)_count{\(labels)} \(cumulative)\n"
+            }
+        }
+        return out
     }
 }
 

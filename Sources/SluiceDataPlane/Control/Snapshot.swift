@@ -28,6 +28,9 @@ public struct StatsSnapshot: Codable, Sendable {
         public var failMode: String
         public var passthrough: Bool
         public var reloads: UInt64
+        /// `SluiceVersion.number` and the OpenSSL the daemon runs with (nil from older daemons).
+        public var version: String? = nil
+        public var openssl: String? = nil
     }
 
     public struct QueueStats: Codable, Sendable {
@@ -40,9 +43,23 @@ public struct StatsSnapshot: Codable, Sendable {
         public var coalesced: UInt64? = nil
         /// Packets held for an SA being negotiated, and those of them sent once it was up.
         public var held: UInt64? = nil, heldSent: UInt64? = nil
+        /// Interpolated from `latency`'s buckets, all directions together.
         public var latencyP50Nanos, latencyP99Nanos: UInt64
         public var drops: [String: UInt64]
+        /// Per direction ("out", "in", "other"): count per bucket of `latencyBoundsNanos`
+        /// (not cumulative; one more for above the last bound) and the sum (nil from older daemons).
+        public var latency: [String: LatencyHistogram]? = nil
+        /// Seconds since the worker last went round its receive loop (it does at least once a second).
+        public var heartbeatAgeSeconds: Double? = nil
     }
+
+    public struct LatencyHistogram: Codable, Sendable {
+        public var buckets: [UInt64]
+        public var sumNanos: UInt64
+    }
+
+    /// The histogram's bucket upper bounds (`WorkerStats.latencyBounds`).
+    public var latencyBoundsNanos: [UInt64]? = WorkerStats.latencyBounds
 
     public struct SAStats: Codable, Sendable {
         public var name, direction, spi, mode, proposal, local, remote: String
@@ -105,7 +122,12 @@ extension StatsSnapshot {
                               injected: s.injected.load, injectErrors: s.injectErrors.load,
                               wholePackets: s.wholePackets.load, segments: s.segments.load, coalesced: s.coalesced.load,
                               held: s.held.load, heldSent: s.heldSent.load,
-                              latencyP50Nanos: s.percentile(0.5), latencyP99Nanos: s.percentile(0.99), drops: drops)
+                              latencyP50Nanos: WorkerStats.quantile(0.5, buckets: s.latencyTotals),
+                              latencyP99Nanos: WorkerStats.quantile(0.99, buckets: s.latencyTotals), drops: drops,
+                              latency: Dictionary(uniqueKeysWithValues: WorkerStats.LatencyClass.allCases.map { c in
+                                  (c.label, LatencyHistogram(buckets: s.latency[c.rawValue].map(\.load), sumNanos: s.latencySum[c.rawValue].load))
+                              }),
+                              heartbeatAgeSeconds: Double(monotonicNanos() &- s.heartbeat.load) / 1e9)
         }
         let now = monotonicNanos() / 1_000_000_000
         let sas = database.associations.map { sa -> SAStats in

@@ -36,7 +36,8 @@ extension Daemon {
         let st = state.withLock { $0 }
         let info = StatsSnapshot.DaemonInfo(
             pid: getpid(), uptimeSeconds: Double(monotonicNanos() - started) / 1e9, backend: st.builder.backend.rawValue,
-            config: configPath, failMode: st.config.fail.rawValue, passthrough: st.config.passthrough, reloads: st.reloads)
+            config: configPath, failMode: st.config.fail.rawValue, passthrough: st.config.passthrough, reloads: st.reloads,
+            version: SluiceVersion.number, openssl: SluiceVersion.openSSL)
         let rules = (try? Firewall.run("nft", ["-j", "list", "table", "inet", RulesetBuilder.tableName]))?.output ?? ""
         var snap = StatsSnapshot.make(workers: workers, database: manager.database, info: info,
                                       ruleDrops: RulesetBuilder.kernelDrops(nftJSON: rules))

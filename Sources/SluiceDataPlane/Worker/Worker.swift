@@ -202,7 +202,7 @@ public final class Worker: @unchecked Sendable {
         }
         if let outcome { settle(msg, outcome, mark: mark) }
         #if !SLUICE_NO_STATS
-        stats.recordLatency(monotonicNanos() &- start)
+        stats.recordLatency(monotonicNanos() &- start, WorkerStats.LatencyClass(outcome))
         #endif
     }
 

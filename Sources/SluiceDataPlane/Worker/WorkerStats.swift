@@ -43,8 +43,10 @@ public final class WorkerStats: Sendable {
     public let held = Counter()              // packets held for an SA being negotiated (acquire)
     public let heldSent = Counter()          // of those, sent once the SA was there
     public let drops: [Counter] = DropReason.allCases.map { _ in Counter() }
-    /// Processing time per packet, log2 buckets of nanoseconds.
-    public let latency: [Counter] = (0..<40).map { _ in Counter() }
+    /// Processing time per packet by direction (`LatencyClass`): counts per bucket of
+    /// `latencyBounds` (not cumulative; the last one is above 100 ms), and the sum in ns.
+    public let latency: [[Counter]] = LatencyClass.allCases.map { _ in (0...latencyBounds.count).map { _ in Counter() } }
+    public let latencySum: [Counter] = LatencyClass.allCases.map { _ in Counter() }
     /// Last time the loop went round (for the systemd watchdog).
     public let heartbeat = Counter()
 
@@ -55,22 +57,52 @@ public final class WorkerStats: Sendable {
         drops[r.index].add(count)
     }
 
-    @inline(__always) func recordLatency(_ ns: UInt64) {
-        let b = min(39, ns == 0 ? 0 : 63 - ns.leadingZeroBitCount)
-        latency[b].add()
+    /// Bucket upper bounds in nanoseconds, 1 us to 100 ms: the Prometheus histogram
+    /// `sluice_queue_latency_seconds` exports these, and `stats` takes its p50/p99 from them.
+    public static let latencyBounds: [UInt64] = [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+                                                 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000, 100_000_000]
+
+    /// Which way a packet went: sealed (out), opened (in), or neither (passed unchanged, dropped).
+    public enum LatencyClass: Int, CaseIterable, Sendable {
+        case outbound, inbound, other
+        public var label: String { ["out", "in", "other"][rawValue] }
+        init(_ o: Outcome?) {
+            switch o {
+            case .sealed?, nil: self = .outbound   // nil: a whole GSO packet, sealed segment by segment
+            case .opened?: self = .inbound
+            default: self = .other
+            }
+        }
     }
 
-    /// Approximate percentile (upper bound of the bucket), in nanoseconds.
-    public func percentile(_ q: Double) -> UInt64 {
-        let counts = latency.map(\.load)
+    @inline(__always) func recordLatency(_ ns: UInt64, _ c: LatencyClass) {
+        var b = 0
+        while b < Self.latencyBounds.count, ns > Self.latencyBounds[b] { b += 1 }
+        latency[c.rawValue][b].add()
+        latencySum[c.rawValue].add(ns)
+    }
+
+    /// The bucket counts of all directions together.
+    public var latencyTotals: [UInt64] {
+        (0...Self.latencyBounds.count).map { b in latency.reduce(0) { $0 + $1[b].load } }
+    }
+
+    /// The q-quantile in nanoseconds, interpolated within its bucket as Prometheus'
+    /// histogram_quantile does (so `stats` and a dashboard show the same figure).
+    public static func quantile(_ q: Double, buckets counts: [UInt64]) -> UInt64 {
         let total = counts.reduce(0, +)
         guard total > 0 else { return 0 }
-        let target = UInt64((Double(total) * q).rounded(.up))
-        var seen: UInt64 = 0
+        let rank = q * Double(total)
+        var below: UInt64 = 0
         for (i, c) in counts.enumerated() {
-            seen += c
-            if seen >= target { return UInt64(1) << UInt64(i + 1) }
+            if c > 0, Double(below + c) >= rank {
+                // Above the last bound Prometheus answers that bound; so do we.
+                guard i < latencyBounds.count else { return latencyBounds[latencyBounds.count - 1] }
+                let lower = i == 0 ? 0 : Double(latencyBounds[i - 1]), upper = Double(latencyBounds[i])
+                return UInt64(lower + (upper - lower) * max(0, rank - Double(below)) / Double(c))
+            }
+            below += c
         }
-        return UInt64(1) << 40
+        return latencyBounds[latencyBounds.count - 1]
     }
 }
