@@ -85,15 +85,21 @@ import SluiceTestFixtures
         #expect((Self.ikeAuth(p, from: Profiles.gwB).count > 1) == bFragments)
     }
 
-    @Test func lostRequestFragmentRetransmitsAllOfThem() throws {
-        let p = try Self.pair()
+    /// A initiates; the first fragment 2 that `sender` sends is lost.
+    static func losingFragmentTwo(from sender: IPAddress) throws -> AgentPair {
+        let p = try pair()
         var dropped = false
         p.filter = { d in
-            if !dropped, d.from.address == Profiles.gwA, Self.fragment(d)?.number == 2 { dropped = true; return false }
+            if !dropped, d.from.address == sender, fragment(d)?.number == 2 { dropped = true; return false }
             return true
         }
         try p.a.initiate(child: "net-a", now: p.now)
         p.run()
+        return p
+    }
+
+    @Test func lostRequestFragmentRetransmitsAllOfThem() throws {
+        let p = try Self.losingFragmentTwo(from: Profiles.gwA)
         #expect(p.backendB.children.isEmpty, "B waits for the missing fragment")
         let firstTry = Self.ikeAuth(p, from: Profiles.gwA).count
         p.advance(p.a.schedule.wait(after: 0) + 0.1)
@@ -106,14 +112,7 @@ import SluiceTestFixtures
     }
 
     @Test func lostResponseFragmentIsResentOnceForTheFirstRequestFragment() throws {
-        let p = try Self.pair()
-        var dropped = false
-        p.filter = { d in
-            if !dropped, d.from.address == Profiles.gwB, Self.fragment(d)?.number == 2 { dropped = true; return false }
-            return true
-        }
-        try p.a.initiate(child: "net-a", now: p.now)
-        p.run()
+        let p = try Self.losingFragmentTwo(from: Profiles.gwB)
         #expect(p.backendA.children.isEmpty)
         let responseFragments = Self.ikeAuth(p, from: Profiles.gwB).count
         p.advance(p.a.schedule.wait(after: 0) + 0.1)
