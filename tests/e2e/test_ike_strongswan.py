@@ -51,8 +51,21 @@ def wire_is_ike_and_esp_in_udp(pcap):
     return esp, other
 
 
-def agree(da, sw):
-    """Sluice's and strongSwan's views of the one IKE SA and its CHILD_SA match."""
+def agree(da, sw, settle=5.0):
+    """Sluice's and strongSwan's views of the one IKE SA and its CHILD_SA match. With short
+    lifetimes a rekey may be in flight at the moment of looking (one side has the new SA,
+    the other not yet): the views must agree within `settle` seconds."""
+    deadline = time.time() + settle
+    while True:
+        try:
+            return _agree_now(da, sw)
+        except AssertionError:
+            if time.time() >= deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _agree_now(da, sw):
     ours = [s for s in list_sas(da) if s["state"] == "ESTABLISHED"]
     theirs = sw.list_sas()
     assert len(ours) == 1 and len(theirs) == 1, (ours, theirs)
