@@ -113,7 +113,8 @@ ssize_t sluice_send(int fd, const void *buf, size_t len);
 #ifdef __cplusplus
 }
 #endif
-// The IKE agent's UDP sockets live in their own header.
+// The IKE agent's UDP sockets live in their own header; so does the compartments' shared memory.
 #include "sluice_udp.h"
+#include "sluice_arena.h"
 
 #endif
