@@ -74,7 +74,8 @@ public struct SluiceConfiguration: Sendable {
     public var sluiceTableLine: Int
     public var associations: [SAEntry]
     public var policies: [Policy]
-    /// IKEv2 connections in file order, each with its children; applied on reload.
+    /// IKEv2 connections in file order, each with its children; read at start (a reload
+    /// that finds them changed is refused: the IKE agent takes them at start only).
     public var connections: [IKEConnection]
     /// `[ike]`: takes effect at start only.
     public var ike: IKESettings
@@ -84,8 +85,8 @@ public struct SluiceConfiguration: Sendable {
     public var warnings: [ConfigIssue]
 
     /// `[sluice]` keys that only take effect when the daemon starts. Everything else
-    /// (log_level, default_out, default_in, mss_clamp, SAs, policies and connections) is
-    /// applied on reload; all of `[ike]` needs a restart as well.
+    /// (log_level, default_out, default_in, mss_clamp, SAs and policies) is applied on
+    /// reload; all of `[ike]` and any change to `[[connection]]` need a restart as well.
     public static let restartOnlyKeys = ["queues", "queue_base", "mark_shift", "fail", "state_dir", "control_socket", "gso",
                                          "passthrough", "batch", "busy_poll_us", "queue_maxlen", "receive_buffer",
                                          "metrics_listen", "replay_mark_interval"]
