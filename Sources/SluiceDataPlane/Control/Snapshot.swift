@@ -110,6 +110,7 @@ extension StatsSnapshot {
         var total: [String: UInt64] = ruleDrops.filter { $0.value > 0 }
         let queues = workers.map { w -> QueueStats in
             let s = w.stats
+            let latencyTotals = s.latencyTotals
             var drops: [String: UInt64] = [:]
             for r in DropReason.allCases {
                 let v = s.drops[r.index].load
@@ -122,8 +123,8 @@ extension StatsSnapshot {
                               injected: s.injected.load, injectErrors: s.injectErrors.load,
                               wholePackets: s.wholePackets.load, segments: s.segments.load, coalesced: s.coalesced.load,
                               held: s.held.load, heldSent: s.heldSent.load,
-                              latencyP50Nanos: WorkerStats.quantile(0.5, buckets: s.latencyTotals),
-                              latencyP99Nanos: WorkerStats.quantile(0.99, buckets: s.latencyTotals), drops: drops,
+                              latencyP50Nanos: WorkerStats.quantile(0.5, buckets: latencyTotals),
+                              latencyP99Nanos: WorkerStats.quantile(0.99, buckets: latencyTotals), drops: drops,
                               latency: Dictionary(uniqueKeysWithValues: WorkerStats.LatencyClass.allCases.map { c in
                                   (c.label, LatencyHistogram(buckets: s.latency[c.rawValue].map(\.load), sumNanos: s.latencySum[c.rawValue].load))
                               }),

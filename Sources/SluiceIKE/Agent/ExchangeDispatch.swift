@@ -82,10 +82,7 @@ extension IKEAgent {
         }
         s.expectedPeerRequestID &+= 1
         s.cachedResponse = IKESession.CachedResponse(id: id, request: bytes, datagrams: datagrams)
-        for d in datagrams { transport.send(d, from: s.local, to: from) }
-        counters.sent += 1
-        if datagrams.count > 1 { counters.fragmentsSent += UInt64(datagrams.count) }
-        s.lastSent = now
+        send(s, datagrams, to: from, now: now)
         if closeAfter { close(s, why: s.state == .rekeyed ? "replaced by its rekey" : s.state == .deleting && s.establishedAt == nil ? "authentication failed" : "deleted by the peer") }
         else {
             pump(s, now: now)

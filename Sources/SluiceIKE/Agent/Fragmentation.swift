@@ -17,7 +17,7 @@ public enum IKEFragmentation: String, Sendable {
 
 extension IKESession {
     /// Both ends announced fragmentation in IKE_SA_INIT (§2.3): SKF is accepted.
-    var takesFragments: Bool { peerFragmentation && connection.fragmentation != .no }
+    var takesFragments: Bool { peerFragmentation }
     /// ...and we cut our own oversized messages.
     var sendsFragments: Bool { peerFragmentation && connection.fragmentation == .yes }
 

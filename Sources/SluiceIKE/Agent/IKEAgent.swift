@@ -263,9 +263,10 @@ public final class IKEAgent {
     public static func trapOrigin(_ child: String) -> String { "child \(child)" }
     public static func child(fromTrapOrigin o: String) -> String? { o.hasPrefix("child ") ? String(o.dropFirst(6)) : nil }
 
-    /// Sends one message: its one datagram, or all its fragments.
-    func send(_ s: IKESession, _ datagrams: [[UInt8]], now: Double) {
-        for d in datagrams { transport.send(d, from: s.local, to: s.remote) }
+    /// Sends one message: its one datagram, or all its fragments; to the peer, or (a
+    /// response) to where the request came from.
+    func send(_ s: IKESession, _ datagrams: [[UInt8]], to: Endpoint? = nil, now: Double) {
+        for d in datagrams { transport.send(d, from: s.local, to: to ?? s.remote) }
         counters.sent += 1
         if datagrams.count > 1 { counters.fragmentsSent += UInt64(datagrams.count) }
         s.lastSent = now
