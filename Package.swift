@@ -24,8 +24,11 @@ let package = Package(
             name: "CSluiceNetfilter",
             linkerSettings: [.linkedLibrary("mnl"), .linkedLibrary("netfilter_queue")]
         ),
-        // The pure IPsec library: packets, ESP, SAD, SPD, anti-replay. No syscalls, no root.
-        .target(name: "SluiceCore", dependencies: ["CSluiceCrypto"]),
+        // Memory shared with worker processes (memfd, MAP_SHARED) and atomics on its words.
+        .target(name: "CSluiceShared"),
+        // The pure IPsec library: packets, ESP, SAD, SPD, anti-replay. No root; its only
+        // system calls make the shared memory its counters live in.
+        .target(name: "SluiceCore", dependencies: ["CSluiceCrypto", "CSluiceShared"]),
         // IKEv2 (RFC 7296): messages, crypto, IKE SA state machines. Pure: no sockets, no threads.
         .target(name: "SluiceIKE", dependencies: ["SluiceCore", "CSluiceCrypto"]),
         // Config file reader (a TOML subset that keeps line numbers for errors).
@@ -34,7 +37,7 @@ let package = Package(
         .target(
             name: "SluiceDataPlane",
             dependencies: [
-                "SluiceCore", "SluiceConfig", "SluiceIKE", "CSluiceNetfilter",
+                "SluiceCore", "SluiceConfig", "SluiceIKE", "CSluiceNetfilter", "CSluiceShared",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]

@@ -23,6 +23,7 @@ public enum DropReason: String, CaseIterable, Sendable, Error, CustomStringConve
     case holdFull = "hold_full"                  // waiting for an SA being negotiated, but its hold queue was full
     case cryptoError = "crypto_error"            // the crypto library failed (not an ICV mismatch)
     case stateError = "state_error"              // sequence reservation could not be made durable
+    case sequenceFault = "sequence_fault"        // the shared sequence counter went back (memory corrupted): the SA stops sealing
     case natKeepalive = "nat_keepalive"          // RFC 3948 keepalive: consumed here
     case kernelTruncated = "kernel_truncated"    // the queue handed us a partial copy
     case injectFailed = "inject_failed"          // the kernel refused a packet sent on a raw socket

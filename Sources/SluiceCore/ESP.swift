@@ -71,7 +71,7 @@ public enum ESP {
         }
 
         try sa.account(bytes: plainLen, now: context.now, lane: context.lane)
-        let seq = try sa.takeSequence()
+        let seq = try sa.takeSequence(lane: context.lane)
 
         if tunnel {
             try buf.prepend(outerLen + udpLen + espHeader)
@@ -209,12 +209,12 @@ public enum ESP {
         let espHeader = 8 + prop.ivLength
         let icv = prop.icvLength
         let ctLen = espLen - espHeader - icv
-        guard ctLen >= 2 else { sa.counters.otherDrops.add(1, ordering: .relaxed); throw .truncated }
-        guard ctLen % prop.alignment == 0 else { sa.counters.otherDrops.add(1, ordering: .relaxed); throw .badLength }
+        guard ctLen >= 2 else { sa.counters.add(.otherDrops, lane: context.lane); throw .truncated }
+        guard ctLen % prop.alignment == 0 else { sa.counters.add(.otherDrops, lane: context.lane); throw .badLength }
         guard !sa.isExpired else { throw .saExpired }
 
         let (seqHigh, seq, refusal) = sa.replayPrecheck(low: seqLow)
-        if let refusal { sa.counters.replayDrops.add(1, ordering: .relaxed); throw refusal }
+        if let refusal { sa.counters.add(.replayDrops, lane: context.lane); throw refusal }
 
         let start = espStart
         do {
@@ -224,12 +224,12 @@ public enum ESP {
                     payloadOffset: espHeader, payloadLength: ctLen, seqHigh: seqHigh)
             }
         } catch {
-            if error == .icvMismatch { sa.counters.icvFailures.add(1, ordering: .relaxed) }
+            if error == .icvMismatch { sa.counters.add(.icvFailures, lane: context.lane) }
             throw error
         }
         // Only an authenticated packet may move the window.
         if let refusal = sa.replayUpdate(seq) {
-            if refusal != .stateError { sa.counters.replayDrops.add(1, ordering: .relaxed) }
+            if refusal != .stateError { sa.counters.add(.replayDrops, lane: context.lane) }
             throw refusal
         }
         try sa.account(bytes: ctLen, now: context.now, lane: context.lane)
@@ -237,10 +237,10 @@ public enum ESP {
         let ptStart = espStart + espHeader
         let padLen = Int(try buf.u8(ptStart + ctLen - 2))
         let nextHeader = try buf.u8(ptStart + ctLen - 1)
-        guard padLen + 2 <= ctLen else { sa.counters.otherDrops.add(1, ordering: .relaxed); throw .badPadding }
+        guard padLen + 2 <= ctLen else { sa.counters.add(.otherDrops, lane: context.lane); throw .badPadding }
         let payloadLen = ctLen - 2 - padLen
         for i in 0..<padLen where try buf.u8(ptStart + payloadLen + i) != UInt8(i + 1) {
-            sa.counters.otherDrops.add(1, ordering: .relaxed)
+            sa.counters.add(.otherDrops, lane: context.lane)
             throw .badPadding
         }
         if nextHeader == IPProto.noNext { throw .dummyPacket }
@@ -280,7 +280,7 @@ public enum ESP {
             guard let inner = try? IPHeaderInfo.parse(p) else { return false }
             return db.inboundPolicyAllows(FlowKey(header: inner, packet: p), sa: sa)
         }
-        guard allowed else { sa.counters.otherDrops.add(1, ordering: .relaxed); throw .policyMismatch }
+        guard allowed else { sa.counters.add(.otherDrops, lane: context.lane); throw .policyMismatch }
         return .opened(sa)
     }
 }

@@ -76,10 +76,12 @@ public final class SAManager: Sendable {
     let events: EventQueue?
     let clock: @Sendable () -> UInt64
     let random: @Sendable () -> UInt32
+    /// Where the SAs' sequence counters, marks and counters live (shared with worker processes).
+    public let arena: SharedArena
 
     /// `clock`: monotonic seconds (for time lifetimes). `random`: SPI candidates.
     public init(settings: Settings, store: SAStateStore = EphemeralStateStore(), writer: DeferredWriter? = nil,
-                events: EventQueue? = nil, clock: @escaping @Sendable () -> UInt64 = { 0 },
+                events: EventQueue? = nil, arena: SharedArena = .process, clock: @escaping @Sendable () -> UInt64 = { 0 },
                 random: @escaping @Sendable () -> UInt32 = { UInt32.random(in: 256...UInt32.max) }) {
         lock = Mutex(State(settings: settings))
         // An empty database cannot fail to build.
@@ -88,6 +90,7 @@ public final class SAManager: Sendable {
         self.store = store
         self.writer = writer
         self.events = events
+        self.arena = arena
         self.clock = clock
         self.random = random
     }
@@ -295,7 +298,7 @@ public final class SAManager: Sendable {
             config: c, lanes: st.settings.lanes, store: c.durable ? store : EphemeralStateStore(),
             writer: c.durable ? writer : nil, reserveBlock: st.settings.reserveBlock,
             replayMarkInterval: st.settings.replayMarkInterval, sequence: slot.sequence, replay: slot.replay,
-            now: clock(), onEvent: onEvent)
+            arena: arena, now: clock(), onEvent: onEvent)
         if fresh {
             try sa.sequence?.prime()
             try sa.replay?.prime()

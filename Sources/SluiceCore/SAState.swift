@@ -1,5 +1,8 @@
 import CSluiceCrypto
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // State that must outlive an SA object: the outbound sequence counter (a number sent twice
 // under one key is a reused AES-GCM nonce) and the inbound replay window (a number accepted
@@ -90,54 +93,101 @@ public protocol DeferredWriter: Sendable {
 
 /// An outbound SA's sequence counter with its durable reservation.
 ///
+/// The words live in an arena cell (`SharedArena`), so that every worker that seals for the
+/// SA, thread or process, takes from one counter, and the counter outlives any worker:
+/// word 0 is the next number, 1 how far the reservation on disk reaches, 2 how far a write
+/// was asked for (so it is asked once).
+///
 /// Concurrency: `next` is taken with one atomic add per packet by any worker. Numbers up to
 /// `reserved` are on disk; when fewer than half a block remain, a write of the next block
 /// is handed to the background writer; a worker that still reaches `reserved` writes
 /// itself under `writeLock`. A number is never handed out twice, even when a write fails.
+/// A worker process holds a view (`init(viewing:)`) that cannot write: it asks the
+/// supervisor, which owns the store and moves `reserved`; a view that reaches `reserved`
+/// drops (`state_error`) until it has.
 public final class OutboundSequence: Sendable {
     public let key: SAStateKey
-    let next: Atomic<UInt64>
-    let reserved: Atomic<UInt64>
-    /// The limit of the write handed to the writer (so it is handed over once).
-    let requested: Atomic<UInt64>
+    let state: SharedCell
+    static let nextWord = 0, reservedWord = 1, requestedWord = 2
     let writeLock = Mutex<Void>(())
-    let store: SAStateStore
+    /// Nil in a worker process's view: the supervisor writes, asked through `ask`.
+    let store: SAStateStore?
     let writer: DeferredWriter?
+    let ask: (@Sendable (SAStateKey) -> Void)?
     let block: UInt64
     let maxSequence: UInt64
     let onFailure: (@Sendable (String) -> Void)?
+    /// Set when the counter was seen going back: the SA seals no more (its key is retired).
+    let faulted = Atomic<Bool>(false)
 
     /// Loads the record: the counter continues above anything that may have been sent.
     public init(_ c: SAConfig, store: SAStateStore, writer: DeferredWriter?, block: UInt64,
-                onFailure: (@Sendable (String) -> Void)? = nil) throws {
+                arena: SharedArena = .process, onFailure: (@Sendable (String) -> Void)? = nil) throws {
         key = SAStateKey(c)
         let used = try store.load(key, legacyName: c.name)?.mark ?? 0
-        next = Atomic(used &+ 1)
-        reserved = Atomic(used)
-        requested = Atomic(used)
+        state = try SharedCell(in: arena)
+        state.cell.store(Self.nextWord, used &+ 1)
+        state.cell.store(Self.reservedWord, used)
+        state.cell.store(Self.requestedWord, used)
         self.store = store
         self.writer = writer
+        ask = nil
         self.block = max(1, block)
         maxSequence = c.maxSequence
         self.onFailure = onFailure
     }
 
-    /// The last number handed out (for stats).
-    public var current: UInt64 { next.load(ordering: .relaxed) &- 1 }
-    /// How far the durable reservation reaches.
-    public var reservedThrough: UInt64 { reserved.load(ordering: .acquiring) }
-
-    /// Makes the first block durable, so the first packet does not wait (control plane).
-    public func prime() throws {
-        try reserve(through: min(max(reserved.load(ordering: .relaxed), current) &+ block, maxSequence))
+    /// A worker process's view of a counter the supervisor owns, in the cell it named.
+    public init(viewing state: SharedCell, key: SAStateKey, maxSequence: UInt64, block: UInt64,
+                ask: @escaping @Sendable (SAStateKey) -> Void, onFailure: (@Sendable (String) -> Void)? = nil) {
+        self.key = key
+        self.state = state
+        store = nil
+        writer = nil
+        self.ask = ask
+        self.block = max(1, block)
+        self.maxSequence = maxSequence
+        self.onFailure = onFailure
     }
 
+    /// The arena cell that holds the counter (named in the database sent to workers).
+    public var cellIndex: Int { state.index }
+    /// The last number handed out (for stats).
+    public var current: UInt64 { state.cell.load(Self.nextWord) &- 1 }
+    /// How far the durable reservation reaches.
+    public var reservedThrough: UInt64 { state.cell.load(Self.reservedWord) }
+    public var isFaulted: Bool { faulted.load(ordering: .relaxed) }
+
+    /// Makes the next block durable (control plane): before the first packet, and when a
+    /// worker process asks.
+    public func prime() throws {
+        do {
+            try reserve(through: min(max(reservedThrough, current) &+ block, maxSequence))
+        } catch {
+            state.cell.store(Self.requestedWord, reservedThrough)   // let the next packet ask again
+            throw error
+        }
+    }
+
+    /// `lastTaken`: the highest number this lane took before; a number at or below it
+    /// means the shared counter was moved back, and the SA stops sealing.
     @inline(__always)
-    func take(exhausted: () -> Void) throws(DropReason) -> UInt64 {
-        let seq = next.wrappingAdd(1, ordering: .relaxed).oldValue
+    func take(lastTaken: SharedCounter?, exhausted: () -> Void) throws(DropReason) -> UInt64 {
+        guard !faulted.load(ordering: .relaxed) else { throw .sequenceFault }
+        let seq = state.cell.fetchAdd(Self.nextWord, 1)
+        if let lastTaken {
+            guard seq > lastTaken.load else {
+                if !faulted.exchange(true, ordering: .relaxed) {
+                    onFailure?("sequence counter of \(key) went back (\(seq) after \(lastTaken.load)): shared memory corrupted")
+                }
+                throw .sequenceFault
+            }
+            lastTaken.store(seq)
+        }
         guard seq <= maxSequence else { exhausted(); throw .seqExhausted }
-        let r = reserved.load(ordering: .acquiring)
+        let r = reservedThrough
         if seq > r {
+            guard store != nil else { askOnce(limit: min(max(seq, r &+ block), maxSequence)); throw .stateError }
             do { try reserve(through: min(max(seq, r &+ block), maxSequence)) } catch { throw .stateError }
         } else if r &- seq < block / 2 {
             reserveAhead(from: r)
@@ -145,27 +195,38 @@ public final class OutboundSequence: Sendable {
         return seq
     }
 
-    /// Hands the next block to the writer once.
+    /// Marks a write of `limit` as asked for; true for the one caller that gets to ask.
+    func claimRequest(limit: UInt64) -> Bool {
+        let asked = state.cell.load(Self.requestedWord)
+        return asked < limit && state.cell.compareExchange(Self.requestedWord, expected: asked, desired: limit).exchanged
+    }
+
+    func askOnce(limit: UInt64) {
+        if let ask, claimRequest(limit: limit) { ask(key) }
+    }
+
+    /// Hands the next block to the writer (or, in a worker process, asks the supervisor) once.
     func reserveAhead(from r: UInt64) {
         let limit = min(r &+ block, maxSequence)
-        guard let writer, limit > r else { return }
-        let asked = requested.load(ordering: .relaxed)
-        guard asked < limit, requested.compareExchange(expected: asked, desired: limit, ordering: .relaxed).exchanged else { return }
+        guard limit > r else { return }
+        if store == nil { askOnce(limit: limit); return }
+        guard let writer, claimRequest(limit: limit) else { return }
         let accepted = writer.submit(key) { [self] in
             do { try reserve(through: limit) } catch {
-                requested.store(reserved.load(ordering: .relaxed), ordering: .relaxed) // let the next packet ask again
+                state.cell.store(Self.requestedWord, reservedThrough) // let the next packet ask again
                 onFailure?("\(error)")
             }
         }
-        if !accepted { requested.store(r, ordering: .relaxed) }
+        if !accepted { state.cell.store(Self.requestedWord, r) }
     }
 
     /// Writes `limit` durably (never lower than what is on disk), then publishes it.
     func reserve(through limit: UInt64) throws {
+        guard let store else { return }
         try writeLock.withLock { _ in
-            guard limit > reserved.load(ordering: .relaxed) else { return }
+            guard limit > reservedThrough else { return }
             try store.save(key, SAStateRecord(mark: limit))
-            reserved.store(limit, ordering: .releasing)
+            state.cell.store(Self.reservedWord, limit)
         }
     }
 }
@@ -178,9 +239,15 @@ public final class OutboundSequence: Sendable {
 /// are refused then too (`replay_restart`): the price of not writing every packet. A clean
 /// stop writes the exact top, so nothing is lost then.
 ///
+/// The window is the memory of the worker that holds it; the words others read live in an
+/// arena cell: 0 the durable mark, 1 the mark asked for, 2 the window's top (for stats, and
+/// for the supervisor's clean stop when a worker process holds the window).
+///
 /// Concurrency: the window is behind `window`'s mutex, held for the check and the update,
 /// never during crypto or I/O. The mark is written by the background writer, or by the
-/// worker itself (before accepting) when a number jumps past the durable mark.
+/// worker itself (before accepting) when a number jumps past the durable mark. A worker
+/// process's view (`init(viewing:)`) asks the supervisor instead, and waits for the mark
+/// when a number jumps past it.
 public final class InboundReplay: Sendable {
     public let key: SAStateKey
     struct Window {
@@ -190,35 +257,72 @@ public final class InboundReplay: Sendable {
         var certain: UInt64
     }
     let window: Mutex<Window>
-    let durable: Atomic<UInt64>
-    let requested: Atomic<UInt64>
+    let state: SharedCell
+    static let durableWord = 0, requestedWord = 1, topWord = 2
     let writeLock = Mutex<Void>(())
-    let store: SAStateStore
+    /// Nil in a worker process's view: the supervisor writes, asked through `ask`.
+    let store: SAStateStore?
     let writer: DeferredWriter?
+    let ask: (@Sendable (SAStateKey, _ mark: UInt64, _ confirmed: UInt64) -> Void)?
     let interval: UInt64
     let onFailure: (@Sendable (String) -> Void)?
+    /// How long a view waits for the supervisor to make a mark durable before it refuses.
+    static let askTimeoutMillis = 1000
 
     public init(_ c: SAConfig, store: SAStateStore, writer: DeferredWriter?, interval: UInt64,
-                onFailure: (@Sendable (String) -> Void)? = nil) throws {
+                arena: SharedArena = .process, onFailure: (@Sendable (String) -> Void)? = nil) throws {
         key = SAStateKey(c)
         let record = try store.load(key, legacyName: c.name)
         let floor = record.map { $0.clean ? $0.confirmed : max($0.mark, $0.confirmed) } ?? 0
         window = Mutex(Window(bits: ReplayWindow(size: c.replayWindow, restoredTop: floor), floor: floor,
                               certain: record?.confirmed ?? 0))
-        durable = Atomic(floor)
-        requested = Atomic(floor)
+        state = try SharedCell(in: arena)
+        state.cell.store(Self.durableWord, floor)
+        state.cell.store(Self.requestedWord, floor)
+        state.cell.store(Self.topWord, floor)
         self.store = store
         self.writer = writer
+        ask = nil
         self.interval = max(1, interval)
         self.onFailure = onFailure
     }
 
-    public var top: UInt64 { window.withLock { $0.bits.top } }
-    public var durableMark: UInt64 { durable.load(ordering: .acquiring) }
+    /// A worker process's view of an SA the supervisor owns, its window restored at
+    /// `start.floor` (at or below refused; above `start.confirmed` as `replay_restart`):
+    /// what `handover(afterWorkerDeath:)` gave the supervisor.
+    public init(viewing state: SharedCell, key: SAStateKey, windowSize: Int, start: (floor: UInt64, confirmed: UInt64),
+                interval: UInt64, ask: @escaping @Sendable (SAStateKey, UInt64, UInt64) -> Void,
+                onFailure: (@Sendable (String) -> Void)? = nil) {
+        self.key = key
+        self.state = state
+        window = Mutex(Window(bits: ReplayWindow(size: windowSize, restoredTop: start.floor), floor: start.floor,
+                              certain: min(start.confirmed, start.floor)))
+        state.cell.store(Self.topWord, start.floor)
+        store = nil
+        writer = nil
+        self.ask = ask
+        self.interval = max(1, interval)
+        self.onFailure = onFailure
+    }
+
+    /// Supervisor: where a worker's window starts. The first worker starts where this
+    /// object's window is (restored from disk); after a worker died, anything up to the
+    /// durable mark may have been accepted, and the top it last published was.
+    public func handover(afterWorkerDeath: Bool) -> (floor: UInt64, confirmed: UInt64) {
+        guard afterWorkerDeath else { return window.withLock { ($0.bits.top, $0.certain) } }
+        let t = top, d = durableMark
+        return (max(d, t), min(t, d))
+    }
+
+    /// The arena cell that holds the marks (named in the database sent to workers).
+    public var cellIndex: Int { state.index }
+    /// The top of the window, as its holder last published it.
+    public var top: UInt64 { state.cell.load(Self.topWord) }
+    public var durableMark: UInt64 { state.cell.load(Self.durableWord) }
 
     /// Writes the first mark ahead, so the first packets do not wait (control plane).
     public func prime() throws {
-        let t = top
+        let t = window.withLock { $0.bits.top }
         try persist(mark: t &+ interval, confirmed: t)
     }
 
@@ -248,51 +352,91 @@ public final class InboundReplay: Sendable {
     /// After authentication: makes sure the number is covered by the durable mark, then
     /// marks it in the window. Returns the refusal, or nil when accepted.
     func update(_ seq: UInt64) -> DropReason? {
-        if seq > durable.load(ordering: .acquiring) {
-            // Past the mark on disk (a jump, or the writer fell behind): write before accepting.
-            do { try persist(mark: seq &+ interval, confirmed: window.withLock { $0.bits.top }) } catch {
-                onFailure?("\(error)")
+        if seq > durableMark {
+            // Past the mark on disk (a jump, or the writer fell behind): durable before accepting.
+            guard persistNow(mark: seq &+ interval, confirmed: window.withLock { $0.bits.top }, covering: seq) else {
                 return .stateError
             }
         }
         let (refusal, top): (DropReason?, UInt64) = window.withLock { w in
-            w.bits.update(seq) ? (nil, w.bits.top) : (Self.refusal(seq, w), w.bits.top)
+            guard w.bits.update(seq) else { return (Self.refusal(seq, w), w.bits.top) }
+            state.cell.store(Self.topWord, w.bits.top)
+            return (nil, w.bits.top)
         }
         if refusal == nil { markAhead(top: top) }
         return refusal
     }
 
-    /// Hands the next mark to the writer when less than half an interval is left.
+    /// Makes `mark` durable before returning: written here, or in a view asked of the
+    /// supervisor and waited for (as long as a slow disk would take). False when it is not.
+    func persistNow(mark: UInt64, confirmed: UInt64, covering seq: UInt64) -> Bool {
+        guard store == nil else {
+            do { try persist(mark: mark, confirmed: confirmed); return true } catch {
+                onFailure?("\(error)")
+                return false
+            }
+        }
+        if let ask, claimRequest(limit: mark) { ask(key, mark, confirmed) }
+        for _ in 0..<Self.askTimeoutMillis {
+            if durableMark >= seq { return true }
+            usleep(1000)
+        }
+        state.cell.store(Self.requestedWord, durableMark)   // the next packet asks again
+        return false
+    }
+
+    func claimRequest(limit: UInt64) -> Bool {
+        let asked = state.cell.load(Self.requestedWord)
+        return asked < limit && state.cell.compareExchange(Self.requestedWord, expected: asked, desired: limit).exchanged
+    }
+
+    /// Hands the next mark to the writer (a view: asks the supervisor) when less than half
+    /// an interval is left.
     func markAhead(top: UInt64) {
-        let d = durable.load(ordering: .relaxed)
-        guard let writer, d &- top < interval / 2 || top >= d else { return }
+        let d = durableMark
+        guard d &- top < interval / 2 || top >= d else { return }
         let limit = top &+ interval
-        let asked = requested.load(ordering: .relaxed)
+        let asked = state.cell.load(Self.requestedWord)
         guard asked < limit &- interval / 2,
-              requested.compareExchange(expected: asked, desired: limit, ordering: .relaxed).exchanged else { return }
+              state.cell.compareExchange(Self.requestedWord, expected: asked, desired: limit).exchanged else { return }
+        guard store != nil else { ask?(key, limit, top); return }
+        guard let writer else { state.cell.store(Self.requestedWord, asked); return }
         let accepted = writer.submit(key) { [self] in
             do { try persist(mark: limit, confirmed: top) } catch {
-                requested.store(durable.load(ordering: .relaxed), ordering: .relaxed)
+                state.cell.store(Self.requestedWord, durableMark)
                 onFailure?("\(error)")
             }
         }
-        if !accepted { requested.store(asked, ordering: .relaxed) }
+        if !accepted { state.cell.store(Self.requestedWord, asked) }
+    }
+
+    /// Supervisor: a worker process asks for `mark` to be made durable. The numbers are a
+    /// worker's (untrusted): only a mark above the durable one is written, never one lower.
+    public func persistAsked(mark: UInt64, confirmed: UInt64) throws {
+        do { try persist(mark: mark, confirmed: min(confirmed, mark)) } catch {
+            state.cell.store(Self.requestedWord, durableMark)
+            throw error
+        }
     }
 
     func persist(mark: UInt64, confirmed: UInt64) throws {
+        guard let store else { return }
         try writeLock.withLock { _ in
-            guard mark > durable.load(ordering: .relaxed) else { return }
+            guard mark > durableMark else { return }
             try store.save(key, SAStateRecord(mark: mark, confirmed: confirmed))
-            durable.store(mark, ordering: .releasing)
+            state.cell.store(Self.durableWord, mark)
         }
     }
 
     /// At a clean stop, once no worker runs: the exact top, so a restart loses nothing.
+    /// The top is read from the cell, where the window's holder (here, or a worker process
+    /// that has stopped) last published it.
     public func persistExact() throws {
+        guard let store else { return }
         try writeLock.withLock { _ in
-            let t = window.withLock { $0.bits.top }
+            let t = top
             try store.save(key, SAStateRecord(mark: t, confirmed: t, clean: true))
-            durable.store(t, ordering: .releasing)
+            state.cell.store(Self.durableWord, t)
         }
     }
 }

@@ -77,24 +77,45 @@ public enum SAEvent: Sendable, Hashable {
     case stateWriteFailed(sa: String, reason: String)
 }
 
-/// One lane's share of an SA's traffic counters: each worker adds to its own, on its
-/// own cache line, so two workers on one SA do not fight over the counters.
-final class LaneTally: Sendable {
-    let packets = Atomic<UInt64>(0)
-    let bytes = Atomic<UInt64>(0)
-}
-
-/// Per-SA counters. Traffic is tallied per lane and summed on read; refusals are rare
-/// and share one set of relaxed atomics.
+/// Per-SA counters, one arena cell per lane: each worker adds to its own cache line, so
+/// two workers on one SA do not fight over them, and the cells outlive a worker process
+/// (a worker's copy of the SA views the supervisor's cells). Sums are taken on read.
 public final class SACounters: Sendable {
-    let lanes: [LaneTally]
-    public let replayDrops = Atomic<UInt64>(0)
-    public let icvFailures = Atomic<UInt64>(0)
-    public let otherDrops = Atomic<UInt64>(0)
-    init(lanes: Int) { self.lanes = (0..<max(1, lanes)).map { _ in LaneTally() } }
+    public enum Word: Int {
+        case packets, bytes, replayDrops, icvFailures, otherDrops
+        /// The highest sequence number this lane took (outbound): a lower one next means
+        /// the shared counter went back.
+        case lastSequence
+    }
+    let cells: [SharedCell]
 
-    public var packets: UInt64 { lanes.reduce(0) { $0 &+ $1.packets.load(ordering: .relaxed) } }
-    public var bytes: UInt64 { lanes.reduce(0) { $0 &+ $1.bytes.load(ordering: .relaxed) } }
+    init(lanes: Int, arena: SharedArena) throws {
+        cells = try (0..<max(1, lanes)).map { _ in try SharedCell(in: arena) }
+    }
+
+    /// A worker process's view of the supervisor's cells; nil when one is outside the arena.
+    public init?(viewing indices: [Int], of arena: SharedArena) {
+        var cs: [SharedCell] = []
+        for i in indices {
+            guard let c = SharedCell(viewing: i, of: arena) else { return nil }
+            cs.append(c)
+        }
+        guard !cs.isEmpty else { return nil }
+        cells = cs
+    }
+
+    /// The cells, lane by lane (named in the database sent to workers).
+    public var cellIndices: [Int] { cells.map(\.index) }
+
+    @inline(__always) func lane(_ l: Int) -> ArenaCell { cells[l % cells.count].cell }
+    @inline(__always) func add(_ w: Word, lane l: Int, _ n: UInt64 = 1) { lane(l).counter(w.rawValue).add(n) }
+    public func sum(_ w: Word) -> UInt64 { cells.reduce(0) { $0 &+ $1.cell.counter(w.rawValue).load } }
+
+    public var packets: UInt64 { sum(.packets) }
+    public var bytes: UInt64 { sum(.bytes) }
+    public var replayDrops: UInt64 { sum(.replayDrops) }
+    public var icvFailures: UInt64 { sum(.icvFailures) }
+    public var otherDrops: UInt64 { sum(.otherDrops) }
 }
 
 /// One SA at run time: configuration, crypto lanes, the sequence counter or replay window
@@ -123,25 +144,28 @@ public final class SecurityAssociation: @unchecked Sendable {
     let onEvent: (@Sendable (SAEvent) -> Void)?
 
     /// `sequence` / `replay`: the running state to continue (a reload that kept the key);
-    /// nil makes a fresh one from `store`.
+    /// nil makes a fresh one from `store`. `counters`: a worker process's view of the
+    /// supervisor's; nil makes fresh ones. New state and counters take cells of `arena`.
     public init(config: SAConfig, lanes laneCount: Int = 1, store: SAStateStore = EphemeralStateStore(),
                 writer: DeferredWriter? = nil, reserveBlock: UInt64 = 1 << 16, replayMarkInterval: UInt64 = 4096,
-                sequence: OutboundSequence? = nil, replay: InboundReplay? = nil, now: UInt64 = 0,
-                onEvent: (@Sendable (SAEvent) -> Void)? = nil) throws {
+                sequence: OutboundSequence? = nil, replay: InboundReplay? = nil, counters: SACounters? = nil,
+                arena: SharedArena = .process, now: UInt64 = 0, onEvent: (@Sendable (SAEvent) -> Void)? = nil) throws {
         self.config = config
         var ls: [ESPTransform] = []
         for _ in 0..<max(1, laneCount) { ls.append(try OpenSSLTransform(proposal: config.proposal, keyMaterial: config.keyMaterial)) }
         lanes = ls
-        counters = SACounters(lanes: ls.count)
+        self.counters = try counters ?? SACounters(lanes: ls.count, arena: arena)
         let name = config.name
         let failed: @Sendable (String) -> Void = { why in onEvent?(.stateWriteFailed(sa: name, reason: why)) }
         switch config.direction {
         case .outbound:
-            self.sequence = try sequence ?? OutboundSequence(config, store: store, writer: writer, block: reserveBlock, onFailure: failed)
+            self.sequence = try sequence ?? OutboundSequence(config, store: store, writer: writer, block: reserveBlock, arena: arena,
+                                                             onFailure: failed)
             self.replay = nil
         case .inbound:
             self.sequence = nil
-            let r = try replay ?? InboundReplay(config, store: store, writer: writer, interval: replayMarkInterval, onFailure: failed)
+            let r = try replay ?? InboundReplay(config, store: store, writer: writer, interval: replayMarkInterval,
+                                                   arena: arena, onFailure: failed)
             r.resize(config.replayWindow)
             self.replay = r
         }
@@ -160,9 +184,9 @@ public final class SecurityAssociation: @unchecked Sendable {
     /// Takes the next outbound sequence number, covered by a durable reservation first.
     /// Numbers are never handed out twice, even when reservation fails.
     @inline(__always)
-    func takeSequence() throws(DropReason) -> UInt64 {
+    func takeSequence(lane: Int) throws(DropReason) -> UInt64 {
         guard let sequence else { throw .unsupported }
-        return try sequence.take {
+        return try sequence.take(lastTaken: counters.lane(lane).counter(SACounters.Word.lastSequence.rawValue)) {
             if !exhaustedFired.exchange(true, ordering: .relaxed) { onEvent?(.sequenceExhausted(sa: name, generation: generation)) }
         }
     }
@@ -170,9 +194,9 @@ public final class SecurityAssociation: @unchecked Sendable {
     /// Counts a packet against the lifetimes; throws when the hard limit is reached.
     func account(bytes: Int, now: UInt64, lane: Int) throws(DropReason) {
         let lt = config.lifetime
-        let tally = counters.lanes[lane % counters.lanes.count]
-        tally.packets.wrappingAdd(1, ordering: .relaxed)
-        tally.bytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+        let tally = counters.lane(lane)
+        tally.counter(SACounters.Word.packets.rawValue).add()
+        tally.counter(SACounters.Word.bytes.rawValue).add(UInt64(bytes))
         guard hasLifetime else { return }
         // Only SAs with a lifetime pay for summing the lanes.
         let p = counters.packets

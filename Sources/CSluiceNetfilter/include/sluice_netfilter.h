@@ -113,8 +113,7 @@ ssize_t sluice_send(int fd, const void *buf, size_t len);
 #ifdef __cplusplus
 }
 #endif
-// The IKE agent's UDP sockets live in their own header; so does the compartments' shared memory.
+// The IKE agent's UDP sockets live in their own header.
 #include "sluice_udp.h"
-#include "sluice_arena.h"
 
 #endif

@@ -35,8 +35,10 @@ public final class Daemon: @unchecked Sendable {
     var workers: [Worker] = []
     /// The workers' NFQUEUE bindings, unbound at stop.
     var queues: [NFQueue] = []
-    /// SAs and policies: the one place that changes them (reload now, IKE next).
+    /// SAs and policies: the one place that changes them (reload, IKE).
     let manager: SAManager
+    /// Sequence counters, replay marks and every counter of SAs and workers (doc/compartments.md).
+    let arena: SharedArena
     let writer = BackgroundWriter()
     let events: EventQueue
     let eventSignal = DispatchSemaphore(value: 0)
@@ -56,6 +58,7 @@ public final class Daemon: @unchecked Sendable {
     let rulesLive = Atomic<Bool>(true)
 
     var config: SluiceConfiguration { state.withLock { $0.config } }
+    static let arenaCells = 1 << 20
 
     public init(configPath: String, logger: Logger, backend: QueueBackend? = nil) throws {
         self.configPath = configPath
@@ -80,8 +83,15 @@ public final class Daemon: @unchecked Sendable {
         }
         let signal = eventSignal
         events = EventQueue(capacity: 4096) { signal.signal() }
+        do {
+            // 64 MiB of address space; memory only for the cells in use (a cell per SA and
+            // lane, one more per SA for its sequence or marks, a few per worker).
+            arena = try SharedArena(cells: Daemon.arenaCells, name: "sluice-sa")
+        } catch {
+            throw DaemonError("\(error)")
+        }
         manager = SAManager(settings: Daemon.settings(config), store: store, writer: writer, events: events,
-                            clock: { monotonicNanos() / 1_000_000_000 })
+                            arena: arena, clock: { monotonicNanos() / 1_000_000_000 })
         do {
             manager.commit(try manager.prepare(associations: config.associations.map(\.config), policies: config.policies))
         } catch {
@@ -143,7 +153,8 @@ public final class Daemon: @unchecked Sendable {
                 }
             }
             let w = Worker(index: i, io: KernelIO(queueSocket: nfq.fd, raw4: r4, raw6: r6), queueNumber: q, holder: manager,
-                           markShift: config.markShift, passthrough: config.passthrough, batch: config.batch)
+                           markShift: config.markShift, passthrough: config.passthrough, batch: config.batch,
+                           stats: WorkerStats(queue: Int(q), arena: arena))
             let log = logger
             w.busyPollNanos = UInt64(config.busyPollMicros) * 1000
             w.holdQueue.limits = HoldQueue.Limits(config.ike)

@@ -60,16 +60,17 @@ public final class Worker: @unchecked Sendable {
     static let skbGSO = UInt32(SLUICE_NFQ_SKB_GSO)
     static let skbChecksumNotReady = UInt32(SLUICE_NFQ_SKB_CSUM_NOTREADY)
 
-    /// `queueNumber`: the plain queue this worker serves (its stats label).
+    /// `queueNumber`: the plain queue this worker serves (its stats label). `stats`: the
+    /// counters to write (the daemon's, in its arena); nil makes fresh ones.
     public init(index: Int, io: PacketIO, queueNumber: UInt16, holder: any DatabaseSource, markShift: Int,
-                passthrough: Bool, batch: Int = 32) {
+                passthrough: Bool, batch: Int = 32, stats: WorkerStats? = nil) {
         self.index = index
         self.packetIO = io
         self.queueNumber = queueNumber
         self.holder = holder
         self.markShift = markShift
         self.passthrough = passthrough
-        self.stats = WorkerStats(queue: Int(queueNumber))
+        self.stats = stats ?? WorkerStats(queue: Int(queueNumber))
         self.io = QueueBuffers(slots: batch)
     }
 

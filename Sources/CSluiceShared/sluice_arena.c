@@ -28,9 +28,9 @@ void *sluice_arena_map(int fd, size_t size, int *err) {
 
 void sluice_arena_unmap(void *p, size_t size) { munmap(p, size); }
 
-uint64_t sluice_atomic_fetch_add_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-uint64_t sluice_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
-void sluice_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
-int sluice_atomic_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired) {
-    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+int sluice_fd_set_inherit(int fd, int inherit) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) return -errno;
+    flags = inherit ? (flags & ~FD_CLOEXEC) : (flags | FD_CLOEXEC);
+    return fcntl(fd, F_SETFD, flags) == 0 ? 0 : -errno;
 }

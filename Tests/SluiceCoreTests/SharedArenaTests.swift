@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import SluiceDataPlane
+@testable import SluiceCore
 
 /// The arena the supervisor shares with worker processes (doc/compartments.md). A second
 /// mapping of the same memfd stands in for a worker: what holds between two mappings at
